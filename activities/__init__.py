@@ -1,0 +1,1 @@
+"""Temporal activities: adapters from workflows to the walletflow core (ledger, Stripe, risk)."""

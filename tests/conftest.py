@@ -1,0 +1,65 @@
+"""Fixtures shared by the whole suite. Every database test runs on PostgreSQL and on SQLite."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.db import BACKENDS, create_postgres_database, drop_postgres_database, sqlite_url
+from walletflow.db.engine import create_engine
+from walletflow.db.migrate import upgrade_async
+from walletflow.ledger.service import Ledger
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session", params=BACKENDS)
+async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """A migrated, empty database of each backend, shared by the session's tests."""
+    if request.param == "postgresql":
+        url = await create_postgres_database()
+    elif request.param == "sqlite":
+        url = sqlite_url(tmp_path_factory.mktemp("sqlite"))
+    else:
+        raise ValueError(f"unknown test backend {request.param!r}")
+    await upgrade_async(url)
+    yield url
+    if request.param == "postgresql":
+        await drop_postgres_database(url)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url, pool_size=60) if "postgresql" in database_url else create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def ledger(engine: AsyncEngine) -> Ledger:
+    return Ledger(engine)
+
+
+@pytest.fixture
+def backend(database_url: str) -> str:
+    return "postgresql" if database_url.startswith("postgresql") else "sqlite"
+
+
+def unique_code(prefix: str = "T") -> str:
+    """An asset code no other test uses (tests share one database and never clean it)."""
+    return f"{prefix}{uuid.uuid4().hex[:10].upper()}"
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def usd(ledger: Ledger) -> str:
+    """A fresh fiat asset (scale 2) for this test."""
+    code = unique_code("U")
+    await ledger.create_asset(code, "Test dollars", 2, "fiat")
+    return code
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def customer(ledger: Ledger) -> uuid.UUID:
+    return (await ledger.create_customer(f"cust-{uuid.uuid4().hex}")).id

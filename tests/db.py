@@ -1,0 +1,47 @@
+"""Test databases: a fresh PostgreSQL database and a fresh SQLite file per test session.
+
+A missing PostgreSQL is an error, never a skip: the suite must prove both backends.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+#: Server used to create the throw-away test database (trust auth in CI).
+POSTGRES_ADMIN_URL = os.environ.get(
+    "WALLETFLOW_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+BACKENDS = [b.strip() for b in os.environ.get("WALLETFLOW_TEST_BACKENDS", "postgresql,sqlite").split(",") if b.strip()]
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def create_postgres_database() -> str:
+    """Create an empty database and return its SQLAlchemy URL."""
+    name = f"walletflow_test_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(_asyncpg_dsn(POSTGRES_ADMIN_URL))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_postgres_database(url: str) -> None:
+    name = make_url(url).database
+    conn = await asyncpg.connect(_asyncpg_dsn(POSTGRES_ADMIN_URL))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def sqlite_url(directory: Path) -> str:
+    return f"sqlite+aiosqlite:///{directory / 'walletflow-test.db'}"

@@ -1,0 +1,1 @@
+"""The Temporal worker process (task queue ``walletflow``)."""
