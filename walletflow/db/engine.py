@@ -42,7 +42,6 @@ def create_engine(url: str | None = None, settings: Settings | None = None, **kw
         return _sqlite_engine(url, settings.sqlite_busy_timeout_s, **kwargs)
     kwargs.setdefault("pool_size", settings.database_pool_size)
     kwargs.setdefault("max_overflow", 0)
-    kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
 
 

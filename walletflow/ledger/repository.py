@@ -11,7 +11,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, case, func, insert, nulls_last, select, update
+from sqlalchemy import Row, and_, bindparam, case, func, insert, nulls_last, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -183,6 +184,21 @@ async def insert_transaction(
             for account_id, asset, amount, grant_id in lines
         ],
     )
+
+
+_WF_DEBIT = (
+    text(
+        "SELECT outcome, transaction_id, draws, available FROM wf_debit("
+        ":customer_id, :asset, :amount, :key, :hash, :kind, :counter, :metadata, :now, :tx_id)"
+    )
+    .bindparams(bindparam("metadata", type_=JSONB))
+    .columns(draws=JSONB)
+)
+
+
+async def debit_function(conn: AsyncConnection, **params: Any) -> Row[Any]:
+    """Call the PostgreSQL ``wf_debit`` function (migration 0002): one round trip per debit."""
+    return (await conn.execute(_WF_DEBIT, params)).one()
 
 
 async def list_entries_for_transaction(conn: AsyncConnection, tx_id: uuid.UUID) -> Sequence[Row[Any]]:

@@ -78,6 +78,10 @@ class Ledger:
         self.engine = engine
         self.clock = clock
         self._system_ids: dict[tuple[str, str], uuid.UUID] = {}
+        # One-statement calls (the PostgreSQL debit function) need no BEGIN/COMMIT round trips:
+        # the statement is its own transaction.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._server_side_debit = engine.dialect.name == "postgresql"
 
     async def _run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """One transaction; a lost race on an idempotency key re-runs ``work``, which then
@@ -347,6 +351,10 @@ class Ledger:
             "debit", customer_id=customer_id, asset=asset, amount=amount, kind=kind,
             counter=counter, metadata=metadata,
         )
+        if self._server_side_debit:
+            return await self._debit_server_side(
+                customer_id, asset, amount, idempotency_key, digest, kind, counter, metadata
+            )
 
         async def work(conn: AsyncConnection) -> Posting:
             now = self.clock()
@@ -365,6 +373,46 @@ class Ledger:
             return Posting(tx_id, idempotency_key, amount, False, draws=draws)
 
         return await self._run(work)
+
+    async def _debit_server_side(
+        self,
+        customer_id: uuid.UUID,
+        asset: str,
+        amount: int,
+        key: str,
+        digest: str,
+        kind: str,
+        counter: str,
+        metadata: dict[str, Any],
+    ) -> Posting:
+        """The PostgreSQL debit: ``wf_debit`` does the Python path's work in one statement."""
+        for _ in range(3):
+            try:
+                async with self._autocommit.connect() as conn:
+                    row = await repo.debit_function(
+                        conn, customer_id=customer_id, asset=asset, amount=amount, key=key,
+                        hash=digest, kind=kind, counter=counter, metadata=metadata,
+                        now=self.clock(), tx_id=uuid.uuid4(),
+                    )
+            except IntegrityError as exc:
+                if "idempotency_key" in str(exc.orig):
+                    continue  # lost a race on the key; the next call replays the winner
+                raise
+            if row.outcome in ("ok", "replayed"):
+                draws = tuple(Draw(uuid.UUID(g) if g else None, n) for g, n in row.draws)
+                return Posting(row.transaction_id, key, amount, row.outcome == "replayed", draws=draws)
+            if row.outcome == "conflict":
+                raise _conflict(key)
+            if row.outcome == "frozen":
+                raise WalletFrozen(f"wallet of customer {customer_id} is frozen")
+            if row.outcome == "insufficient_funds":
+                raise InsufficientFunds(
+                    f"available {row.available} is short of {amount}", available=row.available, requested=amount
+                )
+            # First use of this wallet (or of this system account): create it, then try again.
+            await self._run(lambda conn: self._customer_account(conn, customer_id, asset))
+            await self._run(lambda conn: self._system_account(conn, counter, asset))
+        raise AssertionError(f"debit {key} did not settle after retries")
 
     # --- holds --------------------------------------------------------------------------------
 
