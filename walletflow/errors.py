@@ -62,3 +62,15 @@ class WalletFrozen(WalletflowError):
     code = "wallet_frozen"
     status = 409
     title = "Wallet is frozen"
+
+
+class Unauthorized(WalletflowError):
+    code = "unauthorized"
+    status = 401
+    title = "Missing or invalid API key"
+
+
+class Forbidden(WalletflowError):
+    code = "forbidden"
+    status = 403
+    title = "API key scope does not allow this"

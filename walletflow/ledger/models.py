@@ -59,11 +59,21 @@ class Customer(Base):
     email: Mapped[str | None] = mapped_column(String(320))
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", Json, default=dict)
     status: Mapped[str] = mapped_column(String(16), default="active")  # active | frozen
+    billing_mode: Mapped[str] = mapped_column(String(16), default="prepaid")  # prepaid | postpaid
+    #: What a debit beyond the balance does: ``reject`` or ``overdraft`` (down to the limit).
+    insufficient_balance: Mapped[str] = mapped_column(String(16), default="reject")
+    #: Overdraft allowed on each of the customer's wallets under the ``overdraft`` policy, minor units.
+    overdraft_limit: Mapped[int] = mapped_column(Money, default=0)
     stripe_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
-    __table_args__ = (CheckConstraint("status IN ('active', 'frozen')", name="status_valid"),)
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'frozen')", name="status_valid"),
+        CheckConstraint("billing_mode IN ('prepaid', 'postpaid')", name="billing_mode_valid"),
+        CheckConstraint("insufficient_balance IN ('reject', 'overdraft')", name="insufficient_balance_valid"),
+        CheckConstraint("overdraft_limit >= 0", name="overdraft_limit_non_negative"),
+    )
 
 
 class Account(Base):

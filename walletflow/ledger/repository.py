@@ -69,6 +69,16 @@ async def insert_customer(conn: AsyncConnection, values: dict[str, Any]) -> bool
     return result.rowcount == 1
 
 
+async def update_customer(conn: AsyncConnection, customer_id: uuid.UUID, values: dict[str, Any]) -> bool:
+    result = await conn.execute(update(customers).where(customers.c.id == customer_id).values(**values))
+    return result.rowcount == 1
+
+
+async def set_customer_overdraft(conn: AsyncConnection, customer_id: uuid.UUID, limit: int) -> None:
+    """Apply the customer's overdraft policy to every wallet it has."""
+    await conn.execute(update(accounts).where(accounts.c.customer_id == customer_id).values(overdraft_limit=limit))
+
+
 async def set_customer_status(conn: AsyncConnection, customer_id: uuid.UUID, status: str, now: dt.datetime) -> bool:
     result = await conn.execute(
         update(customers).where(customers.c.id == customer_id).values(status=status, updated_at=now)
@@ -80,7 +90,7 @@ async def set_customer_status(conn: AsyncConnection, customer_id: uuid.UUID, sta
 
 
 async def get_or_create_customer_account(
-    conn: AsyncConnection, customer_id: uuid.UUID, asset: str, now: dt.datetime
+    conn: AsyncConnection, customer_id: uuid.UUID, asset: str, overdraft_limit: int, now: dt.datetime
 ) -> uuid.UUID:
     query = select(accounts.c.id).where(accounts.c.customer_id == customer_id, accounts.c.asset == asset)
     account_id = (await conn.execute(query)).scalar()
@@ -88,7 +98,7 @@ async def get_or_create_customer_account(
         await conn.execute(
             _insert_ignore(conn, accounts).values(
                 id=uuid.uuid4(), customer_id=customer_id, asset=asset, posted=0, held=0,
-                overdraft_limit=0, tracks_balance=True, created_at=now,
+                overdraft_limit=overdraft_limit, tracks_balance=True, created_at=now,
             )
         )
         account_id = (await conn.execute(query)).scalar_one()
@@ -301,12 +311,17 @@ async def list_grants(conn: AsyncConnection, account_ids: Sequence[uuid.UUID]) -
 # --- holds ------------------------------------------------------------------------------------
 
 
+_HOLD_WITH_OWNER = select(holds, accounts.c.customer_id, accounts.c.asset).join(
+    accounts, accounts.c.id == holds.c.account_id
+)
+
+
 async def get_hold(conn: AsyncConnection, hold_id: uuid.UUID) -> Row[Any] | None:
-    return (await conn.execute(select(holds).where(holds.c.id == hold_id))).first()
+    return (await conn.execute(_HOLD_WITH_OWNER.where(holds.c.id == hold_id))).first()
 
 
 async def get_hold_by_key(conn: AsyncConnection, key: str) -> Row[Any] | None:
-    return (await conn.execute(select(holds).where(holds.c.idempotency_key == key))).first()
+    return (await conn.execute(_HOLD_WITH_OWNER.where(holds.c.idempotency_key == key))).first()
 
 
 async def insert_hold(conn: AsyncConnection, values: dict[str, Any]) -> None:

@@ -33,6 +33,10 @@ class CustomerInfo:
     status: str
     metadata: dict[str, object]
     created_at: dt.datetime
+    billing_mode: str = "prepaid"
+    insufficient_balance: str = "reject"
+    overdraft_limit: int = 0
+    stripe_customer_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,9 @@ class HoldInfo:
     capture_transaction_id: uuid.UUID | None
     idempotency_key: str
     replayed: bool = False
+    customer_id: uuid.UUID | None = None
+    asset: str | None = None
+    created_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ System accounts, by code. They keep no running balance (see ``Account``):
 - ``clearing``: money that came in from outside (card payments, external top-ups);
 - ``revenue``: usage debits and captures;
 - ``breakage``: expired grant remainders;
-- ``promotions``: gifts and promotional grants.
+- ``promotions``: gifts and promotional grants;
+- ``adjustments``: manual corrections pushed by the platform.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ from walletflow.errors import (
     ValidationError,
     WalletFrozen,
 )
+from walletflow.ledger import postings
+from walletflow.ledger.postings import ADJUSTMENTS, BREAKAGE, CLEARING, PROMOTIONS, REVENUE, SYSTEM_ACCOUNTS
 from walletflow.ledger import repository as repo
 from walletflow.ledger.rules import (
-    allocate_draws,
     check_amount,
     check_key,
     expirable_amount,
@@ -56,11 +58,6 @@ from walletflow.ledger.schemas import (
 
 T = TypeVar("T")
 
-CLEARING = "clearing"
-REVENUE = "revenue"
-BREAKAGE = "breakage"
-PROMOTIONS = "promotions"
-SYSTEM_ACCOUNTS = (CLEARING, REVENUE, BREAKAGE, PROMOTIONS)
 
 GRANT_SOURCES = ("paid", "promotional", "migrated", "bundled")
 ASSET_CODE = re.compile(r"^[A-Z][A-Z0-9_]{1,15}$")
@@ -153,16 +150,54 @@ class Ledger:
             assert row is not None
             if not inserted and (row.name, row.email, row.metadata) != (name, email, metadata):
                 raise AlreadyExists(f"customer with external_id {external_id!r} already exists")
-            return _customer_info(row)
+            return customer_info(row)
 
         return await self._run(work)
+
+    async def update_customer(self, customer_id: uuid.UUID, **changes: Any) -> CustomerInfo:
+        """Change a customer's profile or billing policy.
+
+        ``insufficient_balance``: ``reject`` (default) refuses a debit beyond the balance;
+        ``overdraft`` lets every wallet of the customer go down to ``-overdraft_limit``.
+        """
+        allowed = {"name", "email", "metadata", "billing_mode", "insufficient_balance", "overdraft_limit"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValidationError(f"cannot change {', '.join(sorted(unknown))}")
+        if "billing_mode" in changes and changes["billing_mode"] not in ("prepaid", "postpaid"):
+            raise ValidationError("billing_mode must be prepaid or postpaid", field="billing_mode")
+        if "insufficient_balance" in changes and changes["insufficient_balance"] not in ("reject", "overdraft"):
+            raise ValidationError("insufficient_balance must be reject or overdraft", field="insufficient_balance")
+        if "overdraft_limit" in changes:
+            check_amount(changes["overdraft_limit"], allow_zero=True, name="overdraft_limit")
+
+        async def work(conn: AsyncConnection) -> CustomerInfo:
+            customer = await repo.get_customer(conn, customer_id)
+            if customer is None:
+                raise NotFound(f"customer {customer_id} not found")
+            # Lock the wallets before changing their limits (same lock order as every posting).
+            for account in await repo.list_customer_accounts(conn, customer_id):
+                await repo.lock_account(conn, account.id)
+            await repo.update_customer(conn, customer_id, {**changes, "updated_at": self.clock()})
+            updated = await repo.get_customer(conn, customer_id)
+            await repo.set_customer_overdraft(conn, customer_id, _effective_overdraft(updated))
+            return customer_info(updated)
+
+        return await self._run(work)
+
+    async def find_customer(self, external_id: str) -> CustomerInfo:
+        async with self.engine.connect() as conn:
+            row = await repo.get_customer_by_external_id(conn, external_id)
+        if row is None:
+            raise NotFound(f"customer with external_id {external_id!r} not found")
+        return customer_info(row)
 
     async def get_customer(self, customer_id: uuid.UUID) -> CustomerInfo:
         async with self.engine.connect() as conn:
             row = await repo.get_customer(conn, customer_id)
         if row is None:
             raise NotFound(f"customer {customer_id} not found")
-        return _customer_info(row)
+        return customer_info(row)
 
     async def freeze(self, customer_id: uuid.UUID) -> CustomerInfo:
         """Freeze a wallet: debits and new holds are refused until :meth:`unfreeze`."""
@@ -176,7 +211,7 @@ class Ledger:
             if not await repo.set_customer_status(conn, customer_id, status, self.clock()):
                 raise NotFound(f"customer {customer_id} not found")
             row = await repo.get_customer(conn, customer_id)
-            return _customer_info(row)
+            return customer_info(row)
 
         return await self._run(work)
 
@@ -189,13 +224,16 @@ class Ledger:
         row = await repo.find_customer_account(conn, customer_id, asset)
         if row is not None:
             return row.id
-        if await repo.get_customer(conn, customer_id) is None:
+        customer = await repo.get_customer(conn, customer_id)
+        if customer is None:
             raise NotFound(f"customer {customer_id} not found", field="customer_id")
         if await repo.get_asset(conn, asset) is None:
             raise NotFound(f"asset {asset} not found", field="asset")
         if not create:
             return None
-        return await repo.get_or_create_customer_account(conn, customer_id, asset, self.clock())
+        return await repo.get_or_create_customer_account(
+            conn, customer_id, asset, _effective_overdraft(customer), self.clock()
+        )
 
     async def _system_account(self, conn: AsyncConnection, system_code: str, asset: str) -> uuid.UUID:
         cached = self._system_ids.get((system_code, asset))
@@ -299,7 +337,7 @@ class Ledger:
             if starts > now:
                 await repo.insert_grant(conn, grant)
                 return Posting(None, idempotency_key, amount, False, grant_id=grant["id"])
-            tx_id = await _post_credit(conn, account, grant, kind, counter_id, now, insert=True)
+            tx_id = await postings.post_credit(conn, account, grant, kind, counter_id, now, insert=True)
             return Posting(tx_id, idempotency_key, amount, False, grant_id=grant["id"])
 
         return await self._run(work)
@@ -318,9 +356,9 @@ class Ledger:
             grant = await repo.get_grant(conn, grant_id)  # fresh, now that we hold the lock
             if grant.status != "scheduled":
                 return None
-            counter_id = await self._system_account(conn, _counter_for(grant), account.asset)
+            counter_id = await self._system_account(conn, postings.counter_for(grant), account.asset)
             grant_values = dict(grant._mapping)
-            tx_id = await _post_credit(conn, account, grant_values, "credit", counter_id, now, insert=False)
+            tx_id = await postings.post_credit(conn, account, grant_values, "credit", counter_id, now, insert=False)
             return Posting(tx_id, grant.idempotency_key, grant.amount, False, grant_id=grant.id)
 
         return await self._run(work)
@@ -366,8 +404,8 @@ class Ledger:
                 return await _replay_debit(conn, existing, digest, amount)
             if account.customer_status == "frozen":
                 raise WalletFrozen(f"wallet of customer {customer_id} is frozen")
-            _ensure_spendable(account, amount)
-            tx_id, draws = await _post_spend(
+            postings.ensure_spendable(account, amount)
+            tx_id, draws = await postings.post_spend(
                 conn, account, amount, idempotency_key, digest, kind, counter_id, metadata, now
             )
             return Posting(tx_id, idempotency_key, amount, False, draws=draws)
@@ -446,10 +484,10 @@ class Ledger:
             if existing is not None:
                 if existing.request_hash != digest:
                     raise _conflict(idempotency_key)
-                return _hold_info(existing, replayed=True)
+                return hold_info(existing, replayed=True)
             if account.customer_status == "frozen":
                 raise WalletFrozen(f"wallet of customer {customer_id} is frozen")
-            _ensure_spendable(account, amount)
+            postings.ensure_spendable(account, amount)
             hold = {
                 "id": uuid.uuid4(), "account_id": account_id, "amount": amount, "status": "pending",
                 "idempotency_key": idempotency_key, "request_hash": digest,
@@ -457,7 +495,7 @@ class Ledger:
             }
             await repo.insert_hold(conn, hold)
             await repo.change_balance(conn, account_id, 0, amount)
-            return _hold_info(await repo.get_hold(conn, hold["id"]))
+            return hold_info(await repo.get_hold(conn, hold["id"]))
 
         return await self._run(work)
 
@@ -466,7 +504,7 @@ class Ledger:
             row = await repo.get_hold(conn, hold_id)
         if row is None:
             raise NotFound(f"authorization {hold_id} not found")
-        return _hold_info(row)
+        return hold_info(row)
 
     async def capture(
         self,
@@ -496,13 +534,13 @@ class Ledger:
             if existing is not None:
                 if existing.request_hash != digest:
                     raise _conflict(key)
-                return _hold_info(hold, replayed=True)
+                return hold_info(hold, replayed=True)
             if hold.status == "captured" and hold.captured_amount == amount == 0:
-                return _hold_info(hold, replayed=True)
+                return hold_info(hold, replayed=True)
             if hold.status != "pending":
                 raise HoldNotPending(f"authorization {hold_id} is {hold.status}", status_now=hold.status)
             if hold.expires_at <= now:
-                await _expire_hold(conn, hold, now)
+                await postings.expire_hold(conn, hold, now)
                 return HoldNotPending(f"authorization {hold_id} expired", status_now="expired")
             if amount > hold.amount:
                 raise ValidationError(
@@ -512,7 +550,7 @@ class Ledger:
             if amount:
                 account = await repo.lock_account(conn, hold.account_id)
                 revenue_id = await self._system_account(conn, REVENUE, account.asset)
-                tx_id, _ = await _post_spend(
+                tx_id, _ = await postings.post_spend(
                     conn, account, amount, key, digest, "capture", revenue_id,
                     {"hold_id": str(hold_id), **metadata}, now, held_delta=-hold.amount,
                 )
@@ -522,7 +560,7 @@ class Ledger:
                 conn, hold_id, status="captured", captured_amount=amount,
                 capture_transaction_id=tx_id, resolved_at=now,
             )
-            return _hold_info(await repo.get_hold(conn, hold_id))
+            return hold_info(await repo.get_hold(conn, hold_id))
 
         result = await self._run(work)
         if isinstance(result, HoldNotPending):
@@ -535,12 +573,12 @@ class Ledger:
         async def work(conn: AsyncConnection) -> HoldInfo:
             hold = await self._pending_hold_locked(conn, hold_id)
             if hold.status == "voided":
-                return _hold_info(hold, replayed=True)
+                return hold_info(hold, replayed=True)
             if hold.status != "pending":
                 raise HoldNotPending(f"authorization {hold_id} is {hold.status}", status_now=hold.status)
             await repo.resolve_hold(conn, hold_id, status="voided", resolved_at=self.clock())
             await repo.change_balance(conn, hold.account_id, 0, -hold.amount)
-            return _hold_info(await repo.get_hold(conn, hold_id))
+            return hold_info(await repo.get_hold(conn, hold_id))
 
         return await self._run(work)
 
@@ -563,7 +601,7 @@ class Ledger:
                 hold = await self._pending_hold_locked(conn, hold_id)
                 if hold.status != "pending":
                     return False  # captured or voided since we looked
-                await _expire_hold(conn, hold, self.clock())
+                await postings.expire_hold(conn, hold, self.clock())
                 return True
 
             expired += await self._run(work)
@@ -630,82 +668,6 @@ def _conflict(key: str) -> IdempotencyConflict:
     return IdempotencyConflict(f"idempotency key {key!r} was already used for a different request")
 
 
-def _ensure_spendable(account: Row[Any], amount: int) -> None:
-    available = account.posted - account.held
-    if available - amount < -account.overdraft_limit:
-        raise InsufficientFunds(
-            f"available {available} (overdraft limit {account.overdraft_limit}) is short of {amount}",
-            available=available,
-            requested=amount,
-        )
-
-
-def _counter_for(grant: Row[Any]) -> str:
-    return PROMOTIONS if grant.source == "promotional" else CLEARING
-
-
-async def _post_credit(
-    conn: AsyncConnection,
-    account: Row[Any],
-    grant: dict[str, Any],
-    kind: str,
-    counter_id: uuid.UUID,
-    now: dt.datetime,
-    *,
-    insert: bool,
-) -> uuid.UUID:
-    """Post a grant's credit (``insert``: the grant row is new; else it was scheduled).
-
-    The overdraft is repaid first; the grant keeps the rest.
-    """
-    amount = grant["amount"]
-    repaid = min(amount, max(0, -account.posted))
-    values = {"status": "active", "remaining": amount - repaid}
-    if insert:
-        await repo.insert_grant(conn, {**grant, **values})
-    else:
-        await repo.update_grant(conn, grant["id"], **values)
-    tx_id = uuid.uuid4()
-    await repo.insert_transaction(
-        conn, tx_id=tx_id, kind=kind, key=grant["idempotency_key"], request_hash=grant["request_hash"],
-        metadata=grant["metadata"], now=now,
-        lines=[(account.id, account.asset, amount, grant["id"]), (counter_id, account.asset, -amount, None)],
-    )
-    await repo.change_balance(conn, account.id, amount, 0)
-    return tx_id
-
-
-async def _post_spend(
-    conn: AsyncConnection,
-    account: Row[Any],
-    amount: int,
-    key: str,
-    digest: str,
-    kind: str,
-    counter_id: uuid.UUID,
-    metadata: dict[str, Any],
-    now: dt.datetime,
-    held_delta: int = 0,
-) -> tuple[uuid.UUID, tuple[Draw, ...]]:
-    """Post a spend from a locked account: draw grants, write the entries, move the balance."""
-    grants = await repo.spendable_grants(conn, account.id, now)
-    draws = allocate_draws([(g.id, g.remaining) for g in grants], amount)
-    await repo.take_from_grants(conn, draws)
-    tx_id = uuid.uuid4()
-    lines = [(account.id, account.asset, -d.amount, d.grant_id) for d in draws]
-    lines.append((counter_id, account.asset, amount, None))
-    await repo.insert_transaction(
-        conn, tx_id=tx_id, kind=kind, key=key, request_hash=digest, metadata=metadata, now=now, lines=lines
-    )
-    await repo.change_balance(conn, account.id, -amount, held_delta)
-    return tx_id, draws
-
-
-async def _expire_hold(conn: AsyncConnection, hold: Row[Any], now: dt.datetime) -> None:
-    await repo.resolve_hold(conn, hold.id, status="expired", resolved_at=now)
-    await repo.change_balance(conn, hold.account_id, 0, -hold.amount)
-
-
 async def _replay_credit(conn: AsyncConnection, grant: Row[Any], digest: str) -> Posting:
     if grant.request_hash != digest:
         raise _conflict(grant.idempotency_key)
@@ -721,18 +683,26 @@ async def _replay_debit(conn: AsyncConnection, tx: Row[Any], digest: str, amount
     return Posting(tx.id, tx.idempotency_key, amount, True, draws=draws)
 
 
-def _customer_info(row: Row[Any]) -> CustomerInfo:
-    return CustomerInfo(row.id, row.external_id, row.name, row.email, row.status, row.metadata, row.created_at)
+def _effective_overdraft(customer: Row[Any]) -> int:
+    return customer.overdraft_limit if customer.insufficient_balance == "overdraft" else 0
+
+
+def customer_info(row: Row[Any]) -> CustomerInfo:
+    return CustomerInfo(
+        row.id, row.external_id, row.name, row.email, row.status, row.metadata, row.created_at,
+        row.billing_mode, row.insufficient_balance, row.overdraft_limit, row.stripe_customer_id,
+    )
 
 
 def _balance(row: Row[Any]) -> Balance:
     return Balance(row.id, row.asset, row.posted, row.held, row.overdraft_limit)
 
 
-def _hold_info(row: Row[Any], replayed: bool = False) -> HoldInfo:
+def hold_info(row: Row[Any], replayed: bool = False) -> HoldInfo:
     return HoldInfo(
         row.id, row.account_id, row.amount, row.status, row.expires_at, row.captured_amount,
-        row.capture_transaction_id, row.idempotency_key, replayed,
+        row.capture_transaction_id, row.idempotency_key, replayed, row.customer_id, row.asset,
+        row.created_at,
     )
 
 
@@ -743,4 +713,4 @@ def _grant_info(row: Row[Any]) -> GrantInfo:
     )
 
 
-__all__: Sequence[str] = ["Ledger", "CLEARING", "REVENUE", "BREAKAGE", "PROMOTIONS"]
+__all__: Sequence[str] = ["Ledger", "ADJUSTMENTS", "BREAKAGE", "CLEARING", "PROMOTIONS", "REVENUE"]

@@ -7,7 +7,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-import walletflow.ledger.models  # noqa: F401  (registers the tables on Base.metadata)
+import walletflow.db.models  # noqa: F401  (registers every table on Base.metadata)
 from walletflow.db.base import Base
 from walletflow.db.engine import create_engine
 

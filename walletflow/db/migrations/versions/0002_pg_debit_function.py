@@ -4,7 +4,8 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-27
 
-A debit on the Python path costs about ten round trips while the wallet row is locked; on one
+``wf_spend`` posts a spend from a locked account (shared with the batch usage path);
+``wf_debit`` is the single debit. A debit on the Python path costs about ten round trips while the wallet row is locked; on one
 hot wallet that lock time *is* the throughput. ``wf_debit`` does the same work (lock, idempotency
 check, grant draws, entries, balance) in one call, so the lock is held only while the server
 works. It mirrors ``Ledger.debit``'s Python path, which SQLite uses; the whole test suite runs
@@ -20,6 +21,57 @@ revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
+
+WF_SPEND = r"""
+-- Post a spend from an account the caller has locked: draw grants in consumption order
+-- (past expiry first, then priority, soonest expiry, oldest), write the transaction and its
+-- entries, move the balance. Returns the draws as [[grant_id or null, amount], ...].
+CREATE OR REPLACE FUNCTION wf_spend(
+    p_account_id uuid,
+    p_asset text,
+    p_amount bigint,
+    p_key text,
+    p_hash text,
+    p_kind text,
+    p_counter_id uuid,
+    p_metadata jsonb,
+    p_now timestamptz,
+    p_tx_id uuid
+) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_left bigint := p_amount;
+    v_take bigint;
+    v_draws jsonb := '[]'::jsonb;
+    g record;
+BEGIN
+    INSERT INTO ledger_transactions (id, kind, idempotency_key, request_hash, metadata, created_at)
+    VALUES (p_tx_id, p_kind, p_key, p_hash, p_metadata, p_now);
+    FOR g IN
+        SELECT cg.id, cg.remaining FROM credit_grants cg
+         WHERE cg.account_id = p_account_id AND cg.remaining > 0 AND cg.status IN ('active', 'expired')
+         ORDER BY CASE WHEN cg.expires_at IS NOT NULL AND cg.expires_at <= p_now THEN 0 ELSE 1 END,
+                  cg.priority, cg.expires_at NULLS LAST, cg.created_at, cg.id
+    LOOP
+        EXIT WHEN v_left = 0;
+        v_take := LEAST(v_left, g.remaining);
+        UPDATE credit_grants SET remaining = remaining - v_take WHERE id = g.id;
+        INSERT INTO ledger_entries (transaction_id, account_id, asset, amount, grant_id, created_at)
+        VALUES (p_tx_id, p_account_id, p_asset, -v_take, g.id, p_now);
+        v_draws := v_draws || jsonb_build_array(jsonb_build_array(g.id, v_take));
+        v_left := v_left - v_take;
+    END LOOP;
+    IF v_left > 0 THEN  -- what the grants cannot cover comes from the overdraft
+        INSERT INTO ledger_entries (transaction_id, account_id, asset, amount, grant_id, created_at)
+        VALUES (p_tx_id, p_account_id, p_asset, -v_left, NULL, p_now);
+        v_draws := v_draws || jsonb_build_array(jsonb_build_array(NULL, v_left));
+    END IF;
+    INSERT INTO ledger_entries (transaction_id, account_id, asset, amount, grant_id, created_at)
+    VALUES (p_tx_id, p_counter_id, p_asset, p_amount, NULL, p_now);
+    UPDATE accounts SET posted = posted - p_amount WHERE id = p_account_id;
+    RETURN v_draws;
+END $$;
+"""
 
 WF_DEBIT = r"""
 CREATE OR REPLACE FUNCTION wf_debit(
@@ -40,10 +92,6 @@ DECLARE
     v_customer_status text;
     v_counter_id uuid;
     v_existing ledger_transactions%ROWTYPE;
-    v_left bigint := p_amount;
-    v_take bigint;
-    v_draws jsonb := '[]'::jsonb;
-    g record;
 BEGIN
     SELECT a.* INTO v_account FROM accounts a
      WHERE a.customer_id = p_customer_id AND a.asset = p_asset
@@ -86,45 +134,20 @@ BEGIN
         RETURN;
     END IF;
 
-    INSERT INTO ledger_transactions (id, kind, idempotency_key, request_hash, metadata, created_at)
-    VALUES (p_tx_id, p_kind, p_key, p_hash, p_metadata, p_now);
-
-    -- Consumption order: grants past expiry first, then priority, soonest expiry, oldest.
-    FOR g IN
-        SELECT cg.id, cg.remaining FROM credit_grants cg
-         WHERE cg.account_id = v_account.id AND cg.remaining > 0 AND cg.status IN ('active', 'expired')
-         ORDER BY CASE WHEN cg.expires_at IS NOT NULL AND cg.expires_at <= p_now THEN 0 ELSE 1 END,
-                  cg.priority, cg.expires_at NULLS LAST, cg.created_at, cg.id
-    LOOP
-        EXIT WHEN v_left = 0;
-        v_take := LEAST(v_left, g.remaining);
-        UPDATE credit_grants SET remaining = remaining - v_take WHERE id = g.id;
-        INSERT INTO ledger_entries (transaction_id, account_id, asset, amount, grant_id, created_at)
-        VALUES (p_tx_id, v_account.id, p_asset, -v_take, g.id, p_now);
-        v_draws := v_draws || jsonb_build_array(jsonb_build_array(g.id, v_take));
-        v_left := v_left - v_take;
-    END LOOP;
-    IF v_left > 0 THEN  -- what the grants cannot cover comes from the overdraft
-        INSERT INTO ledger_entries (transaction_id, account_id, asset, amount, grant_id, created_at)
-        VALUES (p_tx_id, v_account.id, p_asset, -v_left, NULL, p_now);
-        v_draws := v_draws || jsonb_build_array(jsonb_build_array(NULL, v_left));
-    END IF;
-    INSERT INTO ledger_entries (transaction_id, account_id, asset, amount, grant_id, created_at)
-    VALUES (p_tx_id, v_counter_id, p_asset, p_amount, NULL, p_now);
-
-    UPDATE accounts SET posted = posted - p_amount WHERE id = v_account.id;
-    RETURN QUERY SELECT 'ok'::text, p_tx_id, v_draws, v_account.posted - v_account.held - p_amount;
+    RETURN QUERY SELECT 'ok'::text, p_tx_id,
+        wf_spend(v_account.id, p_asset, p_amount, p_key, p_hash, p_kind, v_counter_id, p_metadata, p_now, p_tx_id),
+        v_account.posted - v_account.held - p_amount;
 END $$;
 """
 
 
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
+        op.execute(WF_SPEND)
         op.execute(WF_DEBIT)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(
-            "DROP FUNCTION IF EXISTS wf_debit(uuid, text, bigint, text, text, text, text, jsonb, timestamptz, uuid)"
-        )
+        op.execute("DROP FUNCTION IF EXISTS wf_debit(uuid, text, bigint, text, text, text, text, jsonb, timestamptz, uuid)")
+        op.execute("DROP FUNCTION IF EXISTS wf_spend(uuid, text, bigint, text, text, text, uuid, jsonb, timestamptz, uuid)")

@@ -1,0 +1,1 @@
+"""API keys: created once, shown once, stored hashed, scoped."""

@@ -1,0 +1,1 @@
+"""Catalog: exchange rates, products, price versions and customer subscriptions."""

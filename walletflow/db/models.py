@@ -1,0 +1,6 @@
+"""Imports every table module so ``Base.metadata`` is complete (Alembic, tests)."""
+
+import walletflow.auth.models  # noqa: F401
+import walletflow.catalog.models  # noqa: F401
+import walletflow.ledger.models  # noqa: F401
+import walletflow.usage.models  # noqa: F401

@@ -1,0 +1,1 @@
+"""Usage events: priced and debited in real time, with vendor costs for margins."""
