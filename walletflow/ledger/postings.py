@@ -100,3 +100,8 @@ async def post_spend(
 async def expire_hold(conn: AsyncConnection, hold: Row[Any], now: dt.datetime) -> None:
     await repo.resolve_hold(conn, hold.id, status="expired", resolved_at=now)
     await repo.change_balance(conn, hold.account_id, 0, -hold.amount)
+
+
+def effective_overdraft(customer: Row[Any]) -> int:
+    """The overdraft each wallet of ``customer`` gets under its insufficient-balance policy."""
+    return customer.overdraft_limit if customer.insufficient_balance == "overdraft" else 0

@@ -180,7 +180,7 @@ class Ledger:
                 await repo.lock_account(conn, account.id)
             await repo.update_customer(conn, customer_id, {**changes, "updated_at": self.clock()})
             updated = await repo.get_customer(conn, customer_id)
-            await repo.set_customer_overdraft(conn, customer_id, _effective_overdraft(updated))
+            await repo.set_customer_overdraft(conn, customer_id, postings.effective_overdraft(updated))
             return customer_info(updated)
 
         return await self._run(work)
@@ -232,7 +232,7 @@ class Ledger:
         if not create:
             return None
         return await repo.get_or_create_customer_account(
-            conn, customer_id, asset, _effective_overdraft(customer), self.clock()
+            conn, customer_id, asset, postings.effective_overdraft(customer), self.clock()
         )
 
     async def _system_account(self, conn: AsyncConnection, system_code: str, asset: str) -> uuid.UUID:
@@ -681,10 +681,6 @@ async def _replay_debit(conn: AsyncConnection, tx: Row[Any], digest: str, amount
     lines = await repo.list_entries_for_transaction(conn, tx.id)
     draws = tuple(Draw(e.grant_id, -e.amount) for e in lines if e.amount < 0)
     return Posting(tx.id, tx.idempotency_key, amount, True, draws=draws)
-
-
-def _effective_overdraft(customer: Row[Any]) -> int:
-    return customer.overdraft_limit if customer.insufficient_balance == "overdraft" else 0
 
 
 def customer_info(row: Row[Any]) -> CustomerInfo:

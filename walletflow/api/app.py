@@ -1,0 +1,54 @@
+"""The FastAPI application. ``walletflow api`` serves it with uvicorn."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from walletflow import __version__
+from walletflow.api import problems
+from walletflow.api.deps import Services
+from walletflow.api.routers import assets, authorizations, catalog, customers, events, reports
+from walletflow.auth.service import ApiKeys
+from walletflow.catalog.service import Catalog
+from walletflow.db.engine import create_engine
+from walletflow.ledger.service import Ledger
+from walletflow.usage.service import Usage
+
+
+def build_services(engine: AsyncEngine) -> Services:
+    catalog = Catalog(engine)
+    return Services(engine=engine, ledger=Ledger(engine), keys=ApiKeys(engine), catalog=catalog, usage=Usage(engine, catalog))
+
+
+def create_app(engine: AsyncEngine | None = None) -> FastAPI:
+    """Build the app. Given an engine (tests), the caller owns it; otherwise the app makes one
+    from the settings and disposes of it at shutdown."""
+    owns_engine = engine is None
+    services = build_services(engine or create_engine())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owns_engine:
+            await services.engine.dispose()
+
+    app = FastAPI(
+        title="walletflow",
+        version=__version__,
+        description="Real-time wallet billing for AI products. Amounts are integers in the asset's minor unit.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    problems.install(app)
+    for router in (assets.router, customers.router, catalog.router, events.router, authorizations.router, reports.router):
+        app.include_router(router, prefix="/v1")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,65 @@
+"""Errors as ``application/problem+json`` (RFC 9457) with a stable machine ``code``.
+
+Bad input of any kind is a 4xx: typed business errors carry their own status, request
+validation is 422, unreadable JSON is 400. Only a bug is a 500, and its body says nothing
+about internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError as PydanticValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from walletflow.errors import WalletflowError
+
+log = logging.getLogger(__name__)
+PROBLEM_BASE = "https://walletflow.dev/problems/"
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}
+
+
+def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {"type": PROBLEM_BASE + code, "title": title, "status": status, "detail": detail, "code": code}
+    body.update(jsonable_encoder(extra))
+    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+
+
+def _validation_problem(errors: list[Any]) -> JSONResponse:
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return problem(400, "malformed_json", "Malformed JSON", "the request body is not valid JSON")
+    cleaned = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors
+    ]
+    first = cleaned[0] if cleaned else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(p) for p in first["loc"] if p != "body") or "request"
+    return problem(422, "validation_error", "Invalid request", f"{where}: {first['msg']}", errors=cleaned)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(WalletflowError)
+    async def _business(_: Request, exc: WalletflowError) -> JSONResponse:
+        return problem(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_problem(list(exc.errors()))
+
+    @app.exception_handler(PydanticValidationError)
+    async def _model(_: Request, exc: PydanticValidationError) -> JSONResponse:
+        return _validation_problem(list(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return problem(exc.status_code, code, str(exc.detail), str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(500, "internal_error", "Internal error", "an unexpected error occurred")

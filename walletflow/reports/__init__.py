@@ -1,0 +1,1 @@
+"""Reports over usage and the ledger."""

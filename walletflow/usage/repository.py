@@ -1,0 +1,81 @@
+"""Usage SQL: the batch write on both databases, and event lookups."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import insert, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from walletflow.errors import InsufficientFunds
+from walletflow.ledger import postings
+from walletflow.ledger import repository as ledger_repo
+from walletflow.usage.keys import event_key, usage_hash, usage_metadata
+from walletflow.usage.models import UsageCost, UsageEvent
+from walletflow.usage.schemas import PricedEvent
+
+usage_events = UsageEvent.__table__
+usage_costs = UsageCost.__table__
+
+Outcome = tuple[str, int, uuid.UUID | None]
+_WF_INGEST = text(
+    "SELECT idx, outcome, amount, transaction_id FROM wf_ingest(CAST(:events AS jsonb), :now) ORDER BY idx"
+)
+
+
+async def ingest_function(conn: AsyncConnection, payload: str, now: dt.datetime) -> list[Outcome]:
+    """PostgreSQL: the whole batch in one ``wf_ingest`` statement (migration 0004)."""
+    rows = (await conn.execute(_WF_INGEST, {"events": payload, "now": now})).all()
+    return [(r.outcome, r.amount, r.transaction_id) for r in rows]
+
+
+async def ingest_in_python(conn: AsyncConnection, events: list[PricedEvent], now: dt.datetime) -> list[Outcome]:
+    """SQLite: ``wf_ingest``'s rules, event by event, in the caller's (single-writer) transaction."""
+    outcomes: list[Outcome] = []
+    for p in events:
+        existing = (
+            await conn.execute(
+                select(usage_events.c.amount, usage_events.c.transaction_id).where(
+                    usage_events.c.customer_id == p.customer_id, usage_events.c.event_id == p.event.id
+                )
+            )
+        ).first()
+        if existing is not None:
+            outcomes.append(("duplicate", existing.amount, existing.transaction_id))
+            continue
+        customer = await ledger_repo.get_customer(conn, p.customer_id)
+        account_id = await ledger_repo.get_or_create_customer_account(
+            conn, p.customer_id, p.asset, postings.effective_overdraft(customer), now
+        )
+        account = await ledger_repo.lock_account(conn, account_id)
+        if account.customer_status == "frozen":
+            outcomes.append(("wallet_frozen", p.amount, None))
+            continue
+        try:
+            postings.ensure_spendable(account, p.amount)
+        except InsufficientFunds:
+            outcomes.append(("insufficient_funds", p.amount, None))
+            continue
+        tx_id = None
+        if p.amount > 0:
+            counter_id = await ledger_repo.find_system_account(conn, postings.REVENUE, p.asset)
+            tx_id, _ = await postings.post_spend(
+                conn, account, p.amount, event_key(p.customer_id, p.event.id), usage_hash(p), "usage",
+                counter_id, usage_metadata(p), now,
+            )
+        result = await conn.execute(
+            insert(usage_events).values(
+                customer_id=p.customer_id, event_id=p.event.id, event_type=p.event.event_type,
+                occurred_at=p.occurred_at, received_at=now, product_code=p.product_code, version=p.version,
+                asset=p.asset, amount=p.amount, transaction_id=tx_id, data=p.event.data,
+            )
+        )
+        if p.event.costs:
+            row_id = result.inserted_primary_key[0]
+            await conn.execute(
+                insert(usage_costs),
+                [{"usage_event_id": row_id, "vendor": c.vendor, "asset": c.asset, "amount": c.amount} for c in p.event.costs],
+            )
+        outcomes.append(("debited", p.amount, tx_id))
+    return outcomes

@@ -1,0 +1,174 @@
+"""Usage ingestion: validate, resolve the customer, price and debit each event in real time.
+
+Per-event outcomes never fail the batch: a malformed event is ``rejected``, an event no price
+applies to is ``unmatched``, an id already stored is ``duplicate`` (with the original fee and
+transaction), a short balance is ``insufficient_funds``. Only priced events that pass are
+``debited``; their event row, vendor costs and ledger transaction commit together, so an event id
+is never claimed without its debit (and never debited twice, however often the batch is retried).
+
+The write is one transaction per batch: one ``wf_ingest`` statement on PostgreSQL, the same rules
+in Python on SQLite.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from walletflow.catalog.service import Catalog
+from walletflow.db.engine import in_transaction
+from walletflow.db.types import utcnow
+from walletflow.ledger import repository as ledger_repo
+from walletflow.pricing.engine import PricedEventInput, VendorCost
+from walletflow.usage import repository as repo
+from walletflow.usage.keys import event_key, usage_hash, usage_metadata
+from walletflow.usage.schemas import EventIn, EventResult, PricedEvent
+
+_event_adapter = TypeAdapter(EventIn)
+#: Events may arrive late (queues, retries) but not from the future beyond clock skew.
+MAX_FUTURE_SKEW = dt.timedelta(minutes=5)
+
+
+class Usage:
+    def __init__(self, engine: AsyncEngine, catalog: Catalog, clock: Callable[[], dt.datetime] = utcnow) -> None:
+        self.engine = engine
+        self.catalog = catalog
+        self.clock = clock
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._server_side = engine.dialect.name == "postgresql"
+
+    async def ingest(self, raw_events: Sequence[EventIn | dict[str, Any]]) -> list[EventResult]:
+        """Price and debit a batch; one result per event, in order."""
+        now = self.clock()
+        results: list[EventResult | None] = [None] * len(raw_events)
+        events: list[tuple[int, EventIn]] = []
+        for index, raw in enumerate(raw_events):
+            event, error = _parse(raw)
+            if event is None:
+                results[index] = EventResult(id=_raw_id(raw), status="rejected", error=error)
+            elif event.occurred_at > now + MAX_FUTURE_SKEW:
+                results[index] = EventResult(id=event.id, status="rejected", error="occurred_at is in the future")
+            else:
+                events.append((index, event))
+
+        async with self.engine.connect() as conn:
+            customers = await _resolve_customers(conn, [e for _, e in events])
+            snapshot = await self.catalog.snapshot(conn, list({c for c in customers.values() if c}))
+
+        to_write: list[PricedEvent] = []
+        seen: set[tuple[uuid.UUID, str]] = set()
+        for index, event in events:
+            customer_id = customers.get(_customer_ref(event))
+            if customer_id is None:
+                results[index] = EventResult(id=event.id, status="rejected", error="unknown customer")
+                continue
+            pricing = snapshot.pricing_for(customer_id, event.event_type)
+            if pricing is None:
+                results[index] = EventResult(id=event.id, status="unmatched", error=f"no price for event type {event.event_type!r}")
+                continue
+            fee = pricing.book.price(PricedEventInput(event.event_type, event.data, _costs(event)))
+            if fee.status != "priced":
+                results[index] = EventResult(id=event.id, status=fee.status, asset=fee.asset, error=fee.error)
+                continue
+            if (customer_id, event.id) in seen:  # the same id twice in one batch: the second is a retry
+                results[index] = EventResult(id=event.id, status="duplicate", asset=fee.asset, amount=fee.amount)
+                continue
+            seen.add((customer_id, event.id))
+            to_write.append(
+                PricedEvent(index, customer_id, event, fee.asset or "", fee.amount, pricing.product_code,
+                            pricing.version, event.occurred_at)
+            )
+
+        if to_write:
+            outcomes = await self._write(to_write, now)
+            for priced, (status, amount, tx_id) in zip(to_write, outcomes, strict=True):
+                results[priced.index] = _result(priced, status, amount, tx_id)
+        return [r for r in results if r is not None]
+
+    async def _write(self, events: list[PricedEvent], now: dt.datetime) -> list[tuple[str, int, uuid.UUID | None]]:
+        # A unique violation means a concurrent batch stored one of these events first (through a
+        # wallet this batch did not lock); the whole batch rolled back, and a rerun reports it
+        # as a duplicate.
+        for attempt in range(3):
+            try:
+                if self._server_side:
+                    async with self._autocommit.connect() as conn:
+                        return await repo.ingest_function(conn, _payload(events), now)
+                return await in_transaction(self.engine, lambda conn: repo.ingest_in_python(conn, events, now))
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def _parse(raw: EventIn | dict[str, Any]) -> tuple[EventIn | None, str | None]:
+    if isinstance(raw, EventIn):
+        return raw, None
+    try:
+        return _event_adapter.validate_python(raw), None
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "event"
+        return None, f"{where}: {first['msg']}"
+
+
+def _raw_id(raw: object) -> str:
+    value = raw.get("id") if isinstance(raw, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def _customer_ref(event: EventIn) -> tuple[str, str]:
+    if event.customer_id is not None:
+        return ("id", str(event.customer_id))
+    return ("external", event.external_customer_id or "")
+
+
+async def _resolve_customers(conn: AsyncConnection, events: list[EventIn]) -> dict[tuple[str, str], uuid.UUID | None]:
+    ids = {e.customer_id for e in events if e.customer_id is not None}
+    externals = {e.external_customer_id for e in events if e.external_customer_id is not None}
+    found: dict[tuple[str, str], uuid.UUID | None] = {}
+    c = ledger_repo.customers
+    if ids:
+        for row in await conn.execute(select(c.c.id).where(c.c.id.in_(ids))):
+            found[("id", str(row.id))] = row.id
+    if externals:
+        for row in await conn.execute(select(c.c.id, c.c.external_id).where(c.c.external_id.in_(externals))):
+            found[("external", row.external_id)] = row.id
+    return found
+
+
+def _costs(event: EventIn) -> list[VendorCost] | None:
+    if not event.costs:
+        return None
+    return [VendorCost(c.vendor, c.asset, c.amount) for c in event.costs]
+
+
+def _payload(events: list[PricedEvent]) -> str:
+    """The batch as one JSON document for ``wf_ingest``."""
+    rows = []
+    for p in events:
+        key = event_key(p.customer_id, p.event.id)
+        rows.append({
+            "idx": p.index, "customer_id": str(p.customer_id), "event_id": p.event.id,
+            "event_type": p.event.event_type, "occurred_at": p.occurred_at.isoformat(), "asset": p.asset,
+            "amount": p.amount, "product_code": p.product_code, "version": p.version, "data": p.event.data,
+            "costs": [c.model_dump() for c in p.event.costs] if p.event.costs else None,
+            "tx_id": str(uuid.uuid4()), "key": key, "hash": usage_hash(p),
+            "metadata": usage_metadata(p),
+        })
+    return json.dumps(rows, separators=(",", ":"))
+
+
+def _result(p: PricedEvent, status: str, amount: int, tx_id: uuid.UUID | None) -> EventResult:
+    if status == "wallet_frozen":
+        return EventResult(id=p.event.id, status="rejected", asset=p.asset, amount=amount, error="wallet_frozen")
+    return EventResult(id=p.event.id, status=status, asset=p.asset, amount=amount, transaction_id=tx_id)  # type: ignore[arg-type]
