@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from walletflow import __version__
@@ -15,6 +15,7 @@ from walletflow.api.routers import assets, authorizations, catalog, customers, e
 from walletflow.auth.service import ApiKeys
 from walletflow.catalog.service import Catalog
 from walletflow.db.engine import create_engine
+from walletflow.errors import ValidationError
 from walletflow.ledger.service import Ledger
 from walletflow.usage.service import Usage
 
@@ -22,6 +23,15 @@ from walletflow.usage.service import Usage
 def build_services(engine: AsyncEngine) -> Services:
     catalog = Catalog(engine)
     return Services(engine=engine, ledger=Ledger(engine), keys=ApiKeys(engine), catalog=catalog, usage=Usage(engine, catalog))
+
+
+async def refuse_nul_characters(request: Request) -> None:
+    """PostgreSQL text cannot hold NUL; refuse it up front as bad input instead of failing at
+    the database. JSON can only carry it as the escape \\u0000; URLs as %00."""
+    raw_url = request.scope.get("raw_path", b"") + b"?" + request.scope.get("query_string", b"")
+    body = await request.body()  # cached by Starlette; the handler reads the same bytes
+    if b"%00" in raw_url or b"\x00" in raw_url or b"\\u0000" in body or b"\x00" in body:
+        raise ValidationError("text must not contain NUL characters")
 
 
 def create_app(engine: AsyncEngine | None = None) -> FastAPI:
@@ -41,6 +51,7 @@ def create_app(engine: AsyncEngine | None = None) -> FastAPI:
         version=__version__,
         description="Real-time wallet billing for AI products. Amounts are integers in the asset's minor unit.",
         lifespan=lifespan,
+        dependencies=[Depends(refuse_nul_characters)],
     )
     app.state.services = services
     problems.install(app)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Path, status
 from pydantic import BaseModel, Field
 
 from walletflow.api.deps import ServicesDep, require
@@ -15,6 +17,9 @@ from walletflow.pricing.schemas import Price
 from walletflow.usage.schemas import CostIn
 
 router = APIRouter(tags=["catalog"])
+#: Versions are 32-bit integers in the database.
+MAX_VERSION = 2**31 - 1
+Version = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 
 
 class ProductIn(BaseModel):
@@ -92,22 +97,22 @@ async def list_versions(code: str, services: ServicesDep) -> dict[str, list[Vers
 
 
 @router.get("/products/{code}/versions/{version}", dependencies=[require("read")])
-async def get_version(code: str, version: int, services: ServicesDep) -> VersionOut:
+async def get_version(code: str, version: Version, services: ServicesDep) -> VersionOut:
     return VersionOut.of(await services.catalog.get_version(code, version))
 
 
 @router.post("/products/{code}/versions/{version}/publish", dependencies=[require("admin")])
-async def publish(code: str, version: int, services: ServicesDep) -> VersionOut:
+async def publish(code: str, version: Version, services: ServicesDep) -> VersionOut:
     return VersionOut.of(await services.catalog.publish(code, version))
 
 
 @router.post("/products/{code}/versions/{version}/archive", dependencies=[require("admin")])
-async def archive(code: str, version: int, services: ServicesDep) -> VersionOut:
+async def archive(code: str, version: Version, services: ServicesDep) -> VersionOut:
     return VersionOut.of(await services.catalog.archive(code, version))
 
 
 @router.post("/products/{code}/versions/{version}/simulate", dependencies=[require("read")])
-async def simulate(code: str, version: int, body: SimulateIn, services: ServicesDep) -> dict[str, list[FeeOut]]:
+async def simulate(code: str, version: Version, body: SimulateIn, services: ServicesDep) -> dict[str, list[FeeOut]]:
     """Price sample events against any version, drafts included. Touches no wallet."""
     events = [
         PricedEventInput(e.event_type, e.data, [VendorCost(c.vendor, c.asset, c.amount) for c in e.costs or []] or None)

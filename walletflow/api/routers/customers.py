@@ -116,7 +116,7 @@ class AdjustmentOut(BaseModel):
 
 class SubscriptionIn(BaseModel):
     product_code: str = Field(min_length=1, max_length=64)
-    version: int | None = Field(default=None, ge=1, strict=True, description="Pin a version; omit to follow the default.")
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1, strict=True, description="Pin a version; omit to follow the default.")
 
 
 class SubscriptionOut(BaseModel):
