@@ -140,3 +140,22 @@ async def test_unknown_hold_is_not_found(ledger: Ledger) -> None:
     for call in (ledger.capture(uuid.uuid4(), 1), ledger.void(uuid.uuid4()), ledger.get_hold(uuid.uuid4())):
         with pytest.raises(NotFound):
             await call
+
+
+async def test_a_short_balance_releases_the_wallets_expired_holds_first(
+    engine: AsyncEngine, usd: str, customer: uuid.UUID
+) -> None:
+    """No sweep has run, yet an expired hold must not block spending."""
+    clock = FakeClock()
+    ledger = Ledger(engine, clock=clock)
+    await _funded(ledger, customer, usd, 1000)
+    stale = await ledger.authorize(customer, usd, 900, f"h-{uuid.uuid4()}", expires_in_s=60)
+    with pytest.raises(InsufficientFunds):
+        await ledger.debit(customer, usd, 500, f"d-{uuid.uuid4()}")
+    clock.advance(seconds=61)
+    await ledger.debit(customer, usd, 500, f"d-{uuid.uuid4()}")
+    assert (await ledger.get_hold(stale.id)).status == "expired"
+    hold = await ledger.authorize(customer, usd, 500, f"h-{uuid.uuid4()}")
+    balance = await ledger.balance(customer, usd)
+    assert (balance.posted, balance.held, hold.status) == (500, 500, "pending")
+    assert (await ledger.audit()).ok

@@ -26,6 +26,23 @@ ADJUSTMENTS = "adjustments"
 SYSTEM_ACCOUNTS = (CLEARING, REVENUE, BREAKAGE, PROMOTIONS, ADJUSTMENTS)
 
 
+async def ensure_spendable_now(conn: AsyncConnection, account: Row[Any], amount: int, now: dt.datetime) -> Row[Any]:
+    """Check the locked ``account`` can spend ``amount``; returns the account row to post with.
+
+    Holds past their expiry still count as held until a sweep releases them. When the check
+    fails, this wallet's expired holds are released here first (same transaction, same lock) and
+    the check is repeated, so a stale hold never blocks spending; the happy path costs nothing.
+    """
+    if account.posted - account.held - amount >= -account.overdraft_limit:
+        return account
+    released = await repo.expire_due_holds_of(conn, account.id, now)
+    if released:
+        await repo.change_balance(conn, account.id, 0, -released)
+        account = await repo.lock_account(conn, account.id)
+    ensure_spendable(account, amount)
+    return account
+
+
 def ensure_spendable(account: Row[Any], amount: int) -> None:
     available = account.posted - account.held
     if available - amount < -account.overdraft_limit:

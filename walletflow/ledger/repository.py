@@ -336,6 +336,13 @@ async def resolve_hold(conn: AsyncConnection, hold_id: uuid.UUID, **values: Any)
     return result.rowcount == 1
 
 
+async def expire_due_holds_of(conn: AsyncConnection, account_id: uuid.UUID, now: dt.datetime) -> int:
+    """Expire one (locked) account's pending holds past expiry; returns the amount released."""
+    due = (holds.c.account_id == account_id) & (holds.c.status == "pending") & (holds.c.expires_at <= now)
+    result = await conn.execute(update(holds).where(due).values(status="expired", resolved_at=now).returning(holds.c.amount))
+    return sum(row.amount for row in result)
+
+
 async def expired_pending_holds(conn: AsyncConnection, now: dt.datetime, limit: int) -> Sequence[Row[Any]]:
     query = (
         select(holds.c.id, holds.c.account_id)

@@ -404,7 +404,7 @@ class Ledger:
                 return await _replay_debit(conn, existing, digest, amount)
             if account.customer_status == "frozen":
                 raise WalletFrozen(f"wallet of customer {customer_id} is frozen")
-            postings.ensure_spendable(account, amount)
+            account = await postings.ensure_spendable_now(conn, account, amount, now)
             tx_id, draws = await postings.post_spend(
                 conn, account, amount, idempotency_key, digest, kind, counter_id, metadata, now
             )
@@ -487,7 +487,7 @@ class Ledger:
                 return hold_info(existing, replayed=True)
             if account.customer_status == "frozen":
                 raise WalletFrozen(f"wallet of customer {customer_id} is frozen")
-            postings.ensure_spendable(account, amount)
+            account = await postings.ensure_spendable_now(conn, account, amount, now)
             hold = {
                 "id": uuid.uuid4(), "account_id": account_id, "amount": amount, "status": "pending",
                 "idempotency_key": idempotency_key, "request_hash": digest,

@@ -53,7 +53,7 @@ async def ingest_in_python(conn: AsyncConnection, events: list[PricedEvent], now
             outcomes.append(("wallet_frozen", p.amount, None))
             continue
         try:
-            postings.ensure_spendable(account, p.amount)
+            account = await postings.ensure_spendable_now(conn, account, p.amount, now)
         except InsufficientFunds:
             outcomes.append(("insufficient_funds", p.amount, None))
             continue

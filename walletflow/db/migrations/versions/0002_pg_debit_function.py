@@ -73,6 +73,28 @@ BEGIN
 END $$;
 """
 
+WF_RELEASE_EXPIRED_HOLDS = r"""
+-- Expire a locked account's pending holds past expiry and release what they held; returns the
+-- amount released. Called only when a balance check fails (Python twin: ensure_spendable_now).
+CREATE OR REPLACE FUNCTION wf_release_expired_holds(p_account_id uuid, p_now timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_released bigint;
+BEGIN
+    WITH expired AS (
+        UPDATE holds SET status = 'expired', resolved_at = p_now
+         WHERE account_id = p_account_id AND status = 'pending' AND expires_at <= p_now
+        RETURNING amount
+    )
+    SELECT COALESCE(sum(amount), 0) INTO v_released FROM expired;
+    IF v_released > 0 THEN
+        UPDATE accounts SET held = held - v_released WHERE id = p_account_id;
+    END IF;
+    RETURN v_released;
+END $$;
+"""
+
 WF_DEBIT = r"""
 CREATE OR REPLACE FUNCTION wf_debit(
     p_customer_id uuid,
@@ -122,6 +144,10 @@ BEGIN
         RETURN QUERY SELECT 'frozen'::text, NULL::uuid, NULL::jsonb, NULL::bigint;
         RETURN;
     END IF;
+    IF v_account.posted - v_account.held - p_amount < -v_account.overdraft_limit
+       AND wf_release_expired_holds(v_account.id, p_now) > 0 THEN
+        SELECT a.* INTO v_account FROM accounts a WHERE a.id = v_account.id;
+    END IF;
     IF v_account.posted - v_account.held - p_amount < -v_account.overdraft_limit THEN
         RETURN QUERY SELECT 'insufficient_funds'::text, NULL::uuid, NULL::jsonb,
                             v_account.posted - v_account.held;
@@ -144,10 +170,12 @@ END $$;
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute(WF_SPEND)
+        op.execute(WF_RELEASE_EXPIRED_HOLDS)
         op.execute(WF_DEBIT)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP FUNCTION IF EXISTS wf_debit(uuid, text, bigint, text, text, text, text, jsonb, timestamptz, uuid)")
+        op.execute("DROP FUNCTION IF EXISTS wf_release_expired_holds(uuid, timestamptz)")
         op.execute("DROP FUNCTION IF EXISTS wf_spend(uuid, text, bigint, text, text, text, uuid, jsonb, timestamptz, uuid)")

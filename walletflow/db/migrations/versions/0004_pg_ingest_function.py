@@ -71,6 +71,11 @@ BEGIN
             RETURN QUERY SELECT r.idx, 'wallet_frozen'::text, r.amount, NULL::uuid;
             CONTINUE;
         END IF;
+        IF v_account.posted - v_account.held - r.amount < -v_account.overdraft_limit
+           AND wf_release_expired_holds(v_account.id, p_now) > 0 THEN
+            SELECT a.id, a.posted, a.held, a.overdraft_limit, v_account.customer_status AS customer_status
+              INTO v_account FROM accounts a WHERE a.id = v_account.id;
+        END IF;
         IF v_account.posted - v_account.held - r.amount < -v_account.overdraft_limit THEN
             RETURN QUERY SELECT r.idx, 'insufficient_funds'::text, r.amount, NULL::uuid;
             CONTINUE;
