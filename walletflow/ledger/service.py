@@ -513,8 +513,13 @@ class Ledger:
         *,
         idempotency_key: str | None = None,
         metadata: dict[str, Any] | None = None,
+        also: Callable[[AsyncConnection, HoldInfo], Awaitable[None]] | None = None,
     ) -> HoldInfo:
         """Settle a pending hold for ``amount`` (at most the hold); the rest is released.
+
+        ``also`` runs in the capture's own transaction, after it, only when the capture is
+        performed (not on a replay): the caller's record of the capture (a usage event) commits
+        or fails with it.
 
         A capture is allowed on a frozen wallet: the hold was granted before the freeze and the
         work it paid for has been done.
@@ -560,7 +565,10 @@ class Ledger:
                 conn, hold_id, status="captured", captured_amount=amount,
                 capture_transaction_id=tx_id, resolved_at=now,
             )
-            return hold_info(await repo.get_hold(conn, hold_id))
+            captured = hold_info(await repo.get_hold(conn, hold_id))
+            if also is not None:
+                await also(conn, captured)
+            return captured
 
         result = await self._run(work)
         if isinstance(result, HoldNotPending):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -13,7 +15,7 @@ from walletflow.ledger import postings
 from walletflow.ledger import repository as ledger_repo
 from walletflow.usage.keys import event_key, usage_hash, usage_metadata
 from walletflow.usage.models import UsageCost, UsageEvent
-from walletflow.usage.schemas import PricedEvent
+from walletflow.usage.schemas import CostIn, PricedEvent
 
 usage_events = UsageEvent.__table__
 usage_costs = UsageCost.__table__
@@ -64,18 +66,24 @@ async def ingest_in_python(conn: AsyncConnection, events: list[PricedEvent], now
                 conn, account, p.amount, event_key(p.customer_id, p.event.id), usage_hash(p), "usage",
                 counter_id, usage_metadata(p), now,
             )
-        result = await conn.execute(
-            insert(usage_events).values(
-                customer_id=p.customer_id, event_id=p.event.id, event_type=p.event.event_type,
-                occurred_at=p.occurred_at, received_at=now, product_code=p.product_code, version=p.version,
-                asset=p.asset, amount=p.amount, transaction_id=tx_id, data=p.event.data,
-            )
+        await insert_event(
+            conn,
+            {"customer_id": p.customer_id, "event_id": p.event.id, "event_type": p.event.event_type,
+             "occurred_at": p.occurred_at, "received_at": now, "product_code": p.product_code,
+             "version": p.version, "asset": p.asset, "amount": p.amount, "transaction_id": tx_id,
+             "data": p.event.data},
+            p.event.costs or [],
         )
-        if p.event.costs:
-            row_id = result.inserted_primary_key[0]
-            await conn.execute(
-                insert(usage_costs),
-                [{"usage_event_id": row_id, "vendor": c.vendor, "asset": c.asset, "amount": c.amount} for c in p.event.costs],
-            )
         outcomes.append(("debited", p.amount, tx_id))
     return outcomes
+
+
+async def insert_event(conn: AsyncConnection, values: dict[str, Any], costs: Sequence[CostIn]) -> None:
+    """Store one usage event and its vendor costs."""
+    result = await conn.execute(insert(usage_events).values(**values))
+    if costs:
+        row_id = result.inserted_primary_key[0]
+        await conn.execute(
+            insert(usage_costs),
+            [{"usage_event_id": row_id, "vendor": c.vendor, "asset": c.asset, "amount": c.amount} for c in costs],
+        )

@@ -43,6 +43,18 @@ class EventIn(BaseModel):
         return self
 
 
+class CaptureEventIn(BaseModel):
+    """The usage an authorization paid for, recorded with its capture (for history and margins)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=255)
+    event_type: str = Field(min_length=1, max_length=100)
+    occurred_at: AwareDatetime | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    costs: list[CostIn] | None = Field(default=None, max_length=20)
+
+
 class EventResult(BaseModel):
     id: str
     status: EventStatus

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -31,7 +31,9 @@ from walletflow.ledger import repository as ledger_repo
 from walletflow.pricing.engine import PricedEventInput, VendorCost
 from walletflow.usage import repository as repo
 from walletflow.usage.keys import event_key, usage_hash, usage_metadata
-from walletflow.usage.schemas import EventIn, EventResult, PricedEvent
+from walletflow.errors import AlreadyExists
+from walletflow.ledger.schemas import HoldInfo
+from walletflow.usage.schemas import CaptureEventIn, EventIn, EventResult, PricedEvent
 
 _event_adapter = TypeAdapter(EventIn)
 #: Events may arrive late (queues, retries) but not from the future beyond clock skew.
@@ -108,6 +110,26 @@ class Usage:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+
+def capture_recorder(event: CaptureEventIn, received_at: dt.datetime) -> Callable[[AsyncConnection, HoldInfo], Awaitable[None]]:
+    """A ``Ledger.capture(also=...)`` hook storing ``event`` as the usage the hold paid for:
+    its fee is the captured amount and its debit the capture's transaction."""
+
+    async def record(conn: AsyncConnection, hold: HoldInfo) -> None:
+        try:
+            await repo.insert_event(
+                conn,
+                {"customer_id": hold.customer_id, "event_id": event.id, "event_type": event.event_type,
+                 "occurred_at": event.occurred_at or received_at, "received_at": received_at,
+                 "product_code": None, "version": None, "asset": hold.asset, "amount": hold.captured_amount,
+                 "transaction_id": hold.capture_transaction_id, "data": event.data},
+                event.costs or [],
+            )
+        except IntegrityError as exc:
+            raise AlreadyExists(f"event {event.id!r} is already recorded for this customer") from exc
+
+    return record
 
 
 def _parse(raw: EventIn | dict[str, Any]) -> tuple[EventIn | None, str | None]:

@@ -11,7 +11,10 @@ from pydantic import BaseModel, Field
 
 from walletflow.api.deps import IdempotencyHeader, ServicesDep, idempotency_key, require
 from walletflow.ledger.schemas import MAX_AMOUNT, HoldInfo
+from walletflow.db.types import utcnow
 from walletflow.ledger.service import MAX_HOLD_TTL_S
+from walletflow.usage.schemas import CaptureEventIn
+from walletflow.usage.service import capture_recorder
 
 router = APIRouter(tags=["authorizations"])
 
@@ -29,6 +32,9 @@ class CaptureIn(BaseModel):
     amount: int = Field(ge=0, le=MAX_AMOUNT, strict=True, description="Final amount; the rest is released.")
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    event: CaptureEventIn | None = Field(
+        default=None, description="The usage this authorization paid for, recorded with the capture."
+    )
 
 
 class AuthorizationOut(BaseModel):
@@ -69,7 +75,13 @@ async def get_authorization(hold_id: uuid.UUID, services: ServicesDep) -> Author
 @router.post("/authorizations/{hold_id}/capture", dependencies=[require("ingest")])
 async def capture(hold_id: uuid.UUID, body: CaptureIn, services: ServicesDep, header_key: IdempotencyHeader = None) -> AuthorizationOut:
     key = body.idempotency_key or header_key
-    hold = await services.ledger.capture(hold_id, body.amount, idempotency_key=key, metadata=body.metadata)
+    metadata = body.metadata
+    also = None
+    if body.event is not None:
+        # The event id is part of the request: a retry with another event is a different request.
+        metadata = {**metadata, "event_id": body.event.id}
+        also = capture_recorder(body.event, utcnow())
+    hold = await services.ledger.capture(hold_id, body.amount, idempotency_key=key, metadata=metadata, also=also)
     return AuthorizationOut.of(hold)
 
 
