@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel
+from pydantic import AwareDatetime, BaseModel, Field
 
 from walletflow.api.deps import ServicesDep, require
 from walletflow.reports.margins import GroupBy, margins
@@ -24,13 +24,13 @@ class MarginRowOut(BaseModel):
 class MarginsOut(BaseModel):
     currency: str
     group_by: str
-    from_: dt.datetime
+    from_: dt.datetime = Field(serialization_alias="from")
     to: dt.datetime
     data: list[MarginRowOut]
     unconverted: dict[str, int]
 
 
-@router.get("/reports/margins", dependencies=[require("read")], response_model_by_alias=False)
+@router.get("/reports/margins", dependencies=[require("read")])
 async def margin_report(
     services: ServicesDep,
     group_by: GroupBy = "customer",
