@@ -71,7 +71,7 @@ def test_per_unit_multiplies_quantity_by_unit_price() -> None:
         "priced",
         "USD",
         25,
-        (FeeComponent(price_index=0, quantity="12345", exact_amount="24.69", amount=25),),
+        (FeeComponent(price_index=0, quantity="12345", exact_amount="24.69", charged_amount="24.69"),),
     )
 
 
@@ -209,7 +209,7 @@ def test_percentage_of_the_vendor_costs_in_the_price_asset() -> None:
         "priced",
         "USD",
         1500,
-        (FeeComponent(price_index=0, quantity="1250", exact_amount="1500", amount=1500),),
+        (FeeComponent(price_index=0, quantity="1250", exact_amount="1500", charged_amount="1500"),),
     )
 
 
@@ -356,7 +356,7 @@ def test_equally_specific_matches_are_settled_by_version_order() -> None:
     assert fee([gpt, eu], data).amount == 9
 
 
-def test_two_metrics_are_priced_and_rounded_separately_then_summed() -> None:
+def test_two_metrics_are_summed_exactly_then_rounded_once() -> None:
     prices = [
         # 2.50 USD per 1M input tokens = 0.00025 cents per token
         make_price(model="per_unit", quantity_field="input_tokens", unit_price="0.00025"),
@@ -364,15 +364,15 @@ def test_two_metrics_are_priced_and_rounded_separately_then_summed() -> None:
         make_price(model="per_unit", quantity_field="output_tokens", unit_price="0.001"),
     ]
     result = fee(prices, {"input_tokens": 10_000, "output_tokens": 2_500})
-    # 10,000 x 0.00025 = 2.5 -> 3 ; 2,500 x 0.001 = 2.5 -> 3 ; 3 + 3 = 6
-    # (rounding the sum once would give 2.5 + 2.5 = 5)
+    # 10,000 x 0.00025 = 2.5 ; 2,500 x 0.001 = 2.5 ; 2.5 + 2.5 = 5, rounded once: 5
+    # (rounding each price first would give 3 + 3 = 6)
     assert result == EventFee(
         "priced",
         "USD",
-        6,
+        5,
         (
-            FeeComponent(price_index=0, quantity="10000", exact_amount="2.5", amount=3),
-            FeeComponent(price_index=1, quantity="2500", exact_amount="2.5", amount=3),
+            FeeComponent(price_index=0, quantity="10000", exact_amount="2.5", charged_amount="2.5"),
+            FeeComponent(price_index=1, quantity="2500", exact_amount="2.5", charged_amount="2.5"),
         ),
     )
 

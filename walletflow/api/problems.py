@@ -56,6 +56,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and "parsing the body" in str(exc.detail):  # e.g. not UTF-8
+            return problem(400, "malformed_json", "Malformed JSON", "the request body could not be read as JSON")
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return problem(exc.status_code, code, str(exc.detail), str(exc.detail))
 

@@ -259,10 +259,13 @@ class Catalog:
         return await self._run(work)
 
     async def archive(self, product_code: str, version: int) -> VersionInfo:
-        """Archive a version: it stops being a default or pinnable; customers pinned to it keep it."""
+        """Archive a published version: it stops being a default or pinnable; customers pinned to
+        it keep it. Drafts cannot be archived (they were never live); archiving twice is a no-op."""
 
         async def work(conn: AsyncConnection) -> VersionInfo:
             row = await self._version_row(conn, product_code, version)
+            if row.status == "draft":
+                raise ValidationError(f"version {version} of {product_code} is a draft; only published versions are archived")
             await conn.execute(update(versions).where(versions.c.id == row.id).values(status="archived"))
             return _version_info(await self._version_row(conn, product_code, version))
 

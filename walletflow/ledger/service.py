@@ -328,6 +328,8 @@ class Ledger:
             existing = await repo.get_grant_by_key(conn, idempotency_key)
             if existing is not None:
                 return await _replay_credit(conn, existing, digest)
+            if await repo.get_transaction_by_key(conn, idempotency_key) is not None:
+                raise _conflict(idempotency_key)  # the key was used by a debit or a capture
             grant = {
                 "id": uuid.uuid4(), "account_id": account_id, "source": source, "priority": priority,
                 "amount": amount, "remaining": amount, "effective_at": starts, "expires_at": expires_at,

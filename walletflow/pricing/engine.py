@@ -33,14 +33,14 @@ Models (all in exact :class:`~decimal.Decimal` arithmetic, never floats)
     * ``percentage`` (cost-plus): quantity x percentage / 100.
 
 Rounding: the one rule
-    :func:`round_minor` rounds the exact amount of each matched price, once per event, half up
-    (``ROUND_HALF_UP``) to a whole minor unit: 2.5 becomes 3, 2.4999 becomes 2. Then that price's
-    ``min_amount`` and ``max_amount`` clamp the rounded amount (a matched price charges its
-    ``min_amount`` even for quantity 0), and the event's fee is the sum of the clamped amounts. Rounding per price and not per event keeps each component an integer that
-    an invoice line can show; exact values are kept as strings in :class:`FeeComponent` for
-    audits. A product whose typical event costs a fraction of a cent should not rely on rounding:
-    use a custom asset with a larger scale (for example credits worth 1/10,000 USD) so that one
-    minor unit is small enough.
+    Each matched price gives an exact amount, clamped (still exact) to its ``min_amount`` and
+    ``max_amount`` (a matched price charges its ``min_amount`` even for quantity 0). The event's
+    fee is the sum of those, rounded **once per event** by :func:`round_minor`: half up
+    (``ROUND_HALF_UP``) to a whole minor unit, so 2.5 becomes 3 and 2.4999 becomes 2, and two
+    metrics of 2.5 each cost 5, not 6. The exact values stay in :class:`FeeComponent` (as
+    strings) for audits. A product whose typical event costs a fraction of a cent should not rely
+    on rounding: use a custom asset with a larger scale (for example credits worth 1/10,000 USD)
+    so that one minor unit is small enough.
 
 Limits
     A quantity above :data:`MAX_QUANTITY`, or a fee above
@@ -119,14 +119,15 @@ class FeeComponent:
     Attributes:
         price_index: Position of the price in the version's ``prices``.
         quantity: The quantity priced, as a plain decimal string.
-        exact_amount: The exact amount before rounding, as a plain decimal string.
-        amount: Minor units after rounding and the price's min/max clamp.
+        exact_amount: The exact amount the price gives, as a plain decimal string.
+        charged_amount: ``exact_amount`` after the price's min/max clamp, still exact (the
+            event's fee rounds the sum of these once).
     """
 
     price_index: int
     quantity: str
     exact_amount: str
-    amount: int
+    charged_amount: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,16 +272,17 @@ class PriceBook:
             )
         data = event.data
         components: list[FeeComponent] = []
-        total = 0
         try:
             with localcontext(_CONTEXT):
+                exact_total = _ZERO
                 for metric in entry.metrics:
                     price = metric.select(data)
                     if price is None:
                         continue
-                    component = _charge(price, event)
-                    total += component.amount
+                    component, charged = _charge(price, event)
+                    exact_total += charged
                     components.append(component)
+                total = round_minor(exact_total)  # the one rounding, once per event
         except _Rejected as rejection:
             return EventFee("rejected", entry.asset, 0, error=str(rejection))
         if not components:
@@ -304,8 +306,8 @@ def price_event(prices: Sequence[Price], event: PricedEventInput) -> EventFee:
     return PriceBook(prices).price(event)
 
 
-def _charge(price: _CompiledPrice, event: PricedEventInput) -> FeeComponent:
-    """One matched price's component. Runs inside the exact ``_CONTEXT``."""
+def _charge(price: _CompiledPrice, event: PricedEventInput) -> tuple[FeeComponent, Decimal]:
+    """One matched price's component and its exact, clamped charge. Runs inside ``_CONTEXT``."""
     if price.quantity_field is not None:
         quantity = _read_quantity(event.data, price.quantity_field)
     elif price.model == "percentage":
@@ -313,14 +315,14 @@ def _charge(price: _CompiledPrice, event: PricedEventInput) -> FeeComponent:
     else:
         quantity = _ONE
     exact = _exact_amount(price, quantity)
-    amount = round_minor(exact)
-    if price.min_amount is not None and amount < price.min_amount:
-        amount = price.min_amount
-    if price.max_amount is not None and amount > price.max_amount:
-        amount = price.max_amount
-    if amount > MAX_AMOUNT:
-        raise _Rejected(_too_large(amount))
-    return FeeComponent(price.index, _plain(quantity), _plain(exact), amount)
+    charged = exact
+    if price.min_amount is not None and charged < price.min_amount:
+        charged = Decimal(price.min_amount)
+    if price.max_amount is not None and charged > price.max_amount:
+        charged = Decimal(price.max_amount)
+    if charged > MAX_AMOUNT:
+        raise _Rejected(_too_large(round_minor(charged)))
+    return FeeComponent(price.index, _plain(quantity), _plain(exact), _plain(charged)), charged
 
 
 def _exact_amount(price: _CompiledPrice, quantity: Decimal) -> Decimal:

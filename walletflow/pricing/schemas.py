@@ -101,7 +101,8 @@ class Tier(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    up_to: Annotated[int, Field(strict=True, ge=1, le=MAX_AMOUNT)] | None
+    # Defaults to None (the open-ended last tier) so prices stored without nulls read back.
+    up_to: Annotated[int, Field(strict=True, ge=1, le=MAX_AMOUNT)] | None = None
     unit_price: DecimalString
     flat_amount: MinorAmount | None = None
 

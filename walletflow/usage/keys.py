@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from walletflow.ledger.rules import request_hash
+import hashlib
+
 from walletflow.usage.schemas import PricedEvent
 
 
@@ -15,7 +16,9 @@ def event_key(customer_id: uuid.UUID, event_id: str) -> str:
 
 
 def usage_hash(p: PricedEvent) -> str:
-    return request_hash("usage_event", customer_id=p.customer_id, event_id=p.event.id, asset=p.asset, amount=p.amount)
+    """The debit's request hash; ``wf_ingest`` computes the same digest in SQL."""
+    key = event_key(p.customer_id, p.event.id)
+    return hashlib.sha256(f"{key}:{p.asset}:{p.amount}".encode()).hexdigest()
 
 
 def usage_metadata(p: PricedEvent) -> dict[str, Any]:

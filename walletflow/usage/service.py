@@ -30,7 +30,6 @@ from walletflow.db.types import utcnow
 from walletflow.ledger import repository as ledger_repo
 from walletflow.pricing.engine import PricedEventInput, VendorCost
 from walletflow.usage import repository as repo
-from walletflow.usage.keys import event_key, usage_hash, usage_metadata
 from walletflow.errors import AlreadyExists
 from walletflow.ledger.schemas import HoldInfo
 from walletflow.usage.schemas import CaptureEventIn, EventIn, EventResult, PricedEvent
@@ -67,7 +66,8 @@ class Usage:
             snapshot = await self.catalog.snapshot(conn, list({c for c in customers.values() if c}))
 
         to_write: list[PricedEvent] = []
-        seen: set[tuple[uuid.UUID, str]] = set()
+        first_copy: dict[tuple[uuid.UUID, str], int] = {}
+        repeats: list[tuple[int, int]] = []  # (index, index of the first copy of that id)
         for index, event in events:
             customer_id = customers.get(_customer_ref(event))
             if customer_id is None:
@@ -81,10 +81,10 @@ class Usage:
             if fee.status != "priced":
                 results[index] = EventResult(id=event.id, status=fee.status, asset=fee.asset, error=fee.error)
                 continue
-            if (customer_id, event.id) in seen:  # the same id twice in one batch: the second is a retry
-                results[index] = EventResult(id=event.id, status="duplicate", asset=fee.asset, amount=fee.amount)
+            if (customer_id, event.id) in first_copy:  # the same id again in one batch: a retry of it
+                repeats.append((index, first_copy[(customer_id, event.id)]))
                 continue
-            seen.add((customer_id, event.id))
+            first_copy[(customer_id, event.id)] = index
             to_write.append(
                 PricedEvent(index, customer_id, event, fee.asset or "", fee.amount, pricing.product_code,
                             pricing.version, event.occurred_at)
@@ -94,6 +94,12 @@ class Usage:
             outcomes = await self._write(to_write, now)
             for priced, (status, amount, tx_id) in zip(to_write, outcomes, strict=True):
                 results[priced.index] = _result(priced, status, amount, tx_id)
+        for index, first in repeats:
+            # A repeat shares its first copy's fate; once that copy is stored, it is its duplicate.
+            original = results[first]
+            assert original is not None
+            status = "duplicate" if original.status in ("debited", "duplicate") else original.status
+            results[index] = original.model_copy(update={"status": status})
         return [r for r in results if r is not None]
 
     async def _write(self, events: list[PricedEvent], now: dt.datetime) -> list[tuple[str, int, uuid.UUID | None]]:
@@ -175,18 +181,14 @@ def _costs(event: EventIn) -> list[VendorCost] | None:
 
 
 def _payload(events: list[PricedEvent]) -> str:
-    """The batch as one JSON document for ``wf_ingest``."""
-    rows = []
-    for p in events:
-        key = event_key(p.customer_id, p.event.id)
-        rows.append({
-            "idx": p.index, "customer_id": str(p.customer_id), "event_id": p.event.id,
-            "event_type": p.event.event_type, "occurred_at": p.occurred_at.isoformat(), "asset": p.asset,
-            "amount": p.amount, "product_code": p.product_code, "version": p.version, "data": p.event.data,
-            "costs": [c.model_dump() for c in p.event.costs] if p.event.costs else None,
-            "tx_id": str(uuid.uuid4()), "key": key, "hash": usage_hash(p),
-            "metadata": usage_metadata(p),
-        })
+    """The batch as one JSON document for ``wf_ingest`` (which derives keys, hashes and ids)."""
+    rows = [
+        {"idx": p.index, "customer_id": str(p.customer_id), "event_id": p.event.id,
+         "event_type": p.event.event_type, "occurred_at": p.occurred_at.isoformat(), "asset": p.asset,
+         "amount": p.amount, "product_code": p.product_code, "version": p.version, "data": p.event.data,
+         "costs": [c.model_dump() for c in p.event.costs] if p.event.costs else None}
+        for p in events
+    ]
     return json.dumps(rows, separators=(",", ":"))
 
 

@@ -64,7 +64,7 @@ class FeeComponentOut(BaseModel):
     price_index: int
     quantity: str
     exact_amount: str
-    amount: int
+    charged_amount: str = Field(description="After the price's min/max, exact; the fee rounds their sum once.")
 
 
 class FeeOut(BaseModel):

@@ -259,6 +259,9 @@ def _time_id_cursor(cursor: str | None) -> tuple[dt.datetime, uuid.UUID] | None:
     if key is None:
         return None
     try:
-        return dt.datetime.fromisoformat(key[0]), uuid.UUID(key[1])
+        created_at, row_id = dt.datetime.fromisoformat(key[0]), uuid.UUID(key[1])
     except ValueError as exc:
         raise ValidationError("cursor is not one this API returned", field="cursor") from exc
+    if created_at.tzinfo is None:
+        raise ValidationError("cursor is not one this API returned", field="cursor")
+    return created_at, row_id

@@ -1,18 +1,29 @@
-"""PostgreSQL hot path: a whole batch of priced usage events in one statement
+"""PostgreSQL hot path: a whole batch of priced usage events, set-based
 
 Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-27
 
-``wf_ingest`` takes a batch of already-priced events as one JSON array and, in one statement
-(so one transaction: a crash mid-batch leaves nothing behind and a retry redoes it all):
+``wf_ingest`` takes a batch of already-priced events as one JSON array and settles it in one
+transaction (a crash mid-batch leaves nothing; a retry redoes it all) with no per-event loop:
 
-1. creates any missing wallet, then locks every wallet the batch touches in id order, so two
-   batches on the same wallets wait for each other instead of deadlocking;
-2. per event, in order: a stored (customer, event id) is a duplicate (reported with its original
-   amount and transaction); a frozen wallet or a short balance is refused; otherwise the fee is
-   spent through ``wf_spend`` and the event and its vendor costs are stored in the same
-   transaction as the debit (the event id is never claimed without its debit).
+1. creates any missing wallet, then locks every wallet the batch touches **in id order**, so two
+   batches on the same wallets queue instead of deadlocking, and releases those wallets' expired
+   holds;
+2. in one further statement (its snapshot is taken after the locks, so every grant, hold and
+   event it reads is current):
+   - an event whose (customer, id) is stored already is a ``duplicate``, reported with its
+     original amount and transaction;
+   - a frozen wallet's events are refused;
+   - a wallet's events are taken **in batch order**, each if it fits in what the earlier ones
+     left of ``posted - held + overdraft_limit`` (exactly as if they had come one by one, so the
+     outcome never depends on how events are split into batches); the others are
+     ``insufficient_funds``;
+   - each debited event gets its own ledger transaction; its grant draws are the overlap of the
+     event's slice of the wallet's running total with the grants' slices in consumption order
+     (past expiry first, then priority, soonest expiry, oldest); what no grant covers is drawn
+     from the overdraft;
+   - the event rows and vendor costs are written in the same statement as their debits.
 
 ``Usage.ingest`` runs the same rules in Python on SQLite; the test suite holds both to them.
 """
@@ -28,13 +39,6 @@ WF_INGEST = r"""
 CREATE OR REPLACE FUNCTION wf_ingest(p_events jsonb, p_now timestamptz)
 RETURNS TABLE (idx int, outcome text, amount bigint, transaction_id uuid)
 LANGUAGE plpgsql AS $$
-DECLARE
-    r record;
-    v_account record;
-    v_existing record;
-    v_counter_id uuid;
-    v_counter_asset text := NULL;
-    v_event_row bigint;
 BEGIN
     INSERT INTO accounts (id, customer_id, asset, posted, held, overdraft_limit, tracks_balance, created_at)
     SELECT gen_random_uuid(), c.id, w.asset, 0, 0,
@@ -50,58 +54,141 @@ BEGIN
      ORDER BY a.id
        FOR UPDATE;
 
-    FOR r IN
-        SELECT * FROM jsonb_to_recordset(p_events) AS x(
+    WITH expired AS (
+        UPDATE holds h SET status = 'expired', resolved_at = p_now
+          FROM accounts a
+         WHERE h.account_id = a.id AND h.status = 'pending' AND h.expires_at <= p_now
+           AND (a.customer_id, a.asset) IN (
+               SELECT DISTINCT (e->>'customer_id')::uuid, e->>'asset' FROM jsonb_array_elements(p_events) e)
+        RETURNING h.account_id, h.amount
+    )
+    UPDATE accounts a SET held = a.held - r.total
+      FROM (SELECT account_id, sum(expired.amount) AS total FROM expired GROUP BY account_id) r
+     WHERE a.id = r.account_id;
+
+    RETURN QUERY
+    WITH RECURSIVE ev AS (
+        SELECT x.* FROM jsonb_to_recordset(p_events) AS x(
             idx int, customer_id uuid, event_id text, event_type text, occurred_at timestamptz,
-            asset text, amount bigint, product_code text, version int, data jsonb, costs jsonb,
-            tx_id uuid, key text, hash text, metadata jsonb)
-         ORDER BY x.idx
-    LOOP
-        SELECT u.amount, u.transaction_id INTO v_existing FROM usage_events u
-         WHERE u.customer_id = r.customer_id AND u.event_id = r.event_id;
-        IF FOUND THEN
-            RETURN QUERY SELECT r.idx, 'duplicate'::text, v_existing.amount, v_existing.transaction_id;
-            CONTINUE;
-        END IF;
-
-        SELECT a.id, a.posted, a.held, a.overdraft_limit, c.status AS customer_status INTO v_account
-          FROM accounts a JOIN customers c ON c.id = a.customer_id
-         WHERE a.customer_id = r.customer_id AND a.asset = r.asset;
-        IF v_account.customer_status = 'frozen' THEN
-            RETURN QUERY SELECT r.idx, 'wallet_frozen'::text, r.amount, NULL::uuid;
-            CONTINUE;
-        END IF;
-        IF v_account.posted - v_account.held - r.amount < -v_account.overdraft_limit
-           AND wf_release_expired_holds(v_account.id, p_now) > 0 THEN
-            SELECT a.id, a.posted, a.held, a.overdraft_limit, v_account.customer_status AS customer_status
-              INTO v_account FROM accounts a WHERE a.id = v_account.id;
-        END IF;
-        IF v_account.posted - v_account.held - r.amount < -v_account.overdraft_limit THEN
-            RETURN QUERY SELECT r.idx, 'insufficient_funds'::text, r.amount, NULL::uuid;
-            CONTINUE;
-        END IF;
-
-        IF r.amount > 0 THEN
-            IF v_counter_asset IS DISTINCT FROM r.asset THEN
-                SELECT a.id INTO v_counter_id FROM accounts a WHERE a.system_code = 'revenue' AND a.asset = r.asset;
-                v_counter_asset := r.asset;
-            END IF;
-            PERFORM wf_spend(v_account.id, r.asset, r.amount, r.key, r.hash, 'usage', v_counter_id,
-                             r.metadata, p_now, r.tx_id);
-        END IF;
-
+            asset text, amount bigint, product_code text, version int, data jsonb, costs jsonb)
+    ),
+    dup AS (
+        SELECT ev.idx, u.amount, u.transaction_id
+          FROM ev JOIN usage_events u ON u.customer_id = ev.customer_id AND u.event_id = ev.event_id
+    ),
+    live AS (
+        SELECT ev.*, a.id AS account_id, a.posted - a.held + a.overdraft_limit AS spendable,
+               c.status = 'frozen' AS frozen
+          FROM ev
+          JOIN accounts a ON a.customer_id = ev.customer_id AND a.asset = ev.asset
+          JOIN customers c ON c.id = ev.customer_id
+         WHERE NOT EXISTS (SELECT 1 FROM dup WHERE dup.idx = ev.idx)
+    ),
+    ranked AS (
+        SELECT l.*, row_number() OVER (PARTITION BY l.account_id ORDER BY l.idx) AS rn
+          FROM live l WHERE NOT l.frozen
+    ),
+    -- Each wallet's events in batch order, all wallets at once: an event is taken if it fits in
+    -- what the wallet's earlier events left (iterations = events per wallet in this batch).
+    walk (account_id, rn, idx, taken, left_after) AS (
+        SELECT r.account_id, r.rn, r.idx, r.amount <= r.spendable,
+               CASE WHEN r.amount <= r.spendable THEN r.spendable - r.amount ELSE r.spendable END
+          FROM ranked r WHERE r.rn = 1
+        UNION ALL
+        SELECT r.account_id, r.rn, r.idx, r.amount <= w.left_after,
+               CASE WHEN r.amount <= w.left_after THEN w.left_after - r.amount ELSE w.left_after END
+          FROM walk w JOIN ranked r ON r.account_id = w.account_id AND r.rn = w.rn + 1
+    ),
+    accepted AS (
+        SELECT r.*, sum(r.amount) OVER (PARTITION BY r.account_id ORDER BY r.idx) AS running
+          FROM ranked r JOIN walk w ON w.idx = r.idx
+         WHERE w.taken
+    ),
+    debits AS (
+        SELECT a.*, a.running - a.amount AS slice_start, gen_random_uuid() AS tx_id
+          FROM accepted a WHERE a.amount > 0
+    ),
+    grant_slices AS (
+        SELECT g.id AS grant_id, g.account_id,
+               sum(g.remaining) OVER w - g.remaining AS slice_start, sum(g.remaining) OVER w AS slice_end
+          FROM credit_grants g
+         WHERE g.account_id IN (SELECT DISTINCT account_id FROM debits)
+           AND g.remaining > 0 AND g.status IN ('active', 'expired')
+        WINDOW w AS (PARTITION BY g.account_id
+                     ORDER BY CASE WHEN g.expires_at IS NOT NULL AND g.expires_at <= p_now THEN 0 ELSE 1 END,
+                              g.priority, g.expires_at NULLS LAST, g.created_at, g.id)
+    ),
+    granted AS (
+        SELECT account_id, max(slice_end) AS total FROM grant_slices GROUP BY account_id
+    ),
+    draws AS (
+        SELECT d.tx_id, d.account_id, d.asset, s.grant_id,
+               LEAST(d.running, s.slice_end) - GREATEST(d.slice_start, s.slice_start) AS amount
+          FROM debits d
+          JOIN grant_slices s ON s.account_id = d.account_id
+                             AND s.slice_start < d.running AND s.slice_end > d.slice_start
+        UNION ALL
+        SELECT d.tx_id, d.account_id, d.asset, NULL::uuid,
+               d.running - GREATEST(d.slice_start, COALESCE(t.total, 0))
+          FROM debits d LEFT JOIN granted t ON t.account_id = d.account_id
+         WHERE d.running > COALESCE(t.total, 0)
+    ),
+    new_transactions AS (
+        INSERT INTO ledger_transactions (id, kind, idempotency_key, request_hash, metadata, created_at)
+        SELECT d.tx_id, 'usage', 'event:' || d.customer_id || ':' || d.event_id,
+               encode(sha256(convert_to('event:' || d.customer_id || ':' || d.event_id || ':' || d.asset || ':' || d.amount, 'UTF8')), 'hex'),
+               jsonb_build_object('event_id', d.event_id, 'event_type', d.event_type,
+                                  'product', d.product_code, 'version', d.version),
+               p_now
+          FROM debits d
+    ),
+    new_entries AS (
+        INSERT INTO ledger_entries (transaction_id, account_id, asset, amount, grant_id, created_at)
+        SELECT dr.tx_id, dr.account_id, dr.asset, -dr.amount, dr.grant_id, p_now FROM draws dr
+        UNION ALL
+        SELECT d.tx_id, r.id, d.asset, d.amount, NULL, p_now
+          FROM debits d JOIN accounts r ON r.system_code = 'revenue' AND r.asset = d.asset
+    ),
+    spent_grants AS (
+        UPDATE credit_grants g SET remaining = g.remaining - t.total
+          FROM (SELECT grant_id, sum(draws.amount) AS total FROM draws
+                 WHERE grant_id IS NOT NULL GROUP BY grant_id) t
+         WHERE g.id = t.grant_id
+    ),
+    spent_wallets AS (
+        UPDATE accounts a SET posted = a.posted - t.total
+          FROM (SELECT account_id, sum(accepted.amount) AS total FROM accepted GROUP BY account_id) t
+         WHERE a.id = t.account_id AND t.total > 0
+    ),
+    new_events AS (
         INSERT INTO usage_events (customer_id, event_id, event_type, occurred_at, received_at,
                                   product_code, version, asset, amount, transaction_id, data)
-        VALUES (r.customer_id, r.event_id, r.event_type, r.occurred_at, p_now, r.product_code, r.version,
-                r.asset, r.amount, CASE WHEN r.amount > 0 THEN r.tx_id END, r.data)
-        RETURNING id INTO v_event_row;
-        IF r.costs IS NOT NULL AND jsonb_array_length(r.costs) > 0 THEN
-            INSERT INTO usage_costs (usage_event_id, vendor, asset, amount)
-            SELECT v_event_row, c.vendor, c.asset, c.amount
-              FROM jsonb_to_recordset(r.costs) AS c(vendor text, asset text, amount bigint);
-        END IF;
-        RETURN QUERY SELECT r.idx, 'debited'::text, r.amount, CASE WHEN r.amount > 0 THEN r.tx_id END;
-    END LOOP;
+        SELECT a.customer_id, a.event_id, a.event_type, a.occurred_at, p_now, a.product_code, a.version,
+               a.asset, a.amount, d.tx_id, COALESCE(a.data, '{}'::jsonb)
+          FROM accepted a LEFT JOIN debits d ON d.idx = a.idx
+        RETURNING id, customer_id, event_id
+    ),
+    new_costs AS (
+        INSERT INTO usage_costs (usage_event_id, vendor, asset, amount)
+        SELECT n.id, c.vendor, c.asset, c.amount
+          FROM new_events n
+          JOIN accepted a ON a.customer_id = n.customer_id AND a.event_id = n.event_id
+         CROSS JOIN LATERAL jsonb_to_recordset(a.costs) AS c(vendor text, asset text, amount bigint)
+         WHERE a.costs IS NOT NULL AND jsonb_typeof(a.costs) = 'array'
+    )
+    SELECT ev.idx,
+           CASE WHEN dup.idx IS NOT NULL THEN 'duplicate'
+                WHEN live.frozen THEN 'wallet_frozen'
+                WHEN accepted.idx IS NOT NULL THEN 'debited'
+                ELSE 'insufficient_funds' END,
+           COALESCE(dup.amount, ev.amount),
+           COALESCE(dup.transaction_id, debits.tx_id)
+      FROM ev
+      LEFT JOIN dup ON dup.idx = ev.idx
+      LEFT JOIN live ON live.idx = ev.idx
+      LEFT JOIN accepted ON accepted.idx = ev.idx
+      LEFT JOIN debits ON debits.idx = ev.idx
+     ORDER BY ev.idx;
 END $$;
 """
 
