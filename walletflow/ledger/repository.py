@@ -211,6 +211,17 @@ async def debit_function(conn: AsyncConnection, **params: Any) -> Row[Any]:
     return (await conn.execute(_WF_DEBIT, params)).one()
 
 
+_WF_AUTHORIZE = text(
+    "SELECT outcome, hold_id, account_id, available FROM wf_authorize("
+    ":customer_id, :asset, :amount, :key, :hash, :expires_at, :metadata, :now, :hold_id)"
+).bindparams(bindparam("metadata", type_=JSONB))
+
+
+async def authorize_function(conn: AsyncConnection, **params: Any) -> Row[Any]:
+    """Call the PostgreSQL ``wf_authorize`` function (migration 0005): one round trip per hold."""
+    return (await conn.execute(_WF_AUTHORIZE, params)).one()
+
+
 async def list_entries_for_transaction(conn: AsyncConnection, tx_id: uuid.UUID) -> Sequence[Row[Any]]:
     query = select(entries).where(entries.c.transaction_id == tx_id).order_by(entries.c.id)
     return (await conn.execute(query)).all()

@@ -15,6 +15,7 @@ System accounts, by code. They keep no running balance (see ``Account``):
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 import uuid
@@ -75,10 +76,10 @@ class Ledger:
         self.engine = engine
         self.clock = clock
         self._system_ids: dict[tuple[str, str], uuid.UUID] = {}
-        # One-statement calls (the PostgreSQL debit function) need no BEGIN/COMMIT round trips:
+        # One-statement calls (the PostgreSQL debit and authorize functions) need no BEGIN/COMMIT:
         # the statement is its own transaction.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._server_side_debit = engine.dialect.name == "postgresql"
+        self._server_side = engine.dialect.name == "postgresql"
 
     async def _run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """One transaction; a lost race on an idempotency key re-runs ``work``, which then
@@ -391,7 +392,7 @@ class Ledger:
             "debit", customer_id=customer_id, asset=asset, amount=amount, kind=kind,
             counter=counter, metadata=metadata,
         )
-        if self._server_side_debit:
+        if self._server_side:
             return await self._debit_server_side(
                 customer_id, asset, amount, idempotency_key, digest, kind, counter, metadata
             )
@@ -477,6 +478,8 @@ class Ledger:
             "authorize", customer_id=customer_id, asset=asset, amount=amount,
             expires_in_s=expires_in_s, metadata=metadata,
         )
+        if self._server_side:
+            return await self._authorize_server_side(customer_id, asset, amount, idempotency_key, digest, ttl_s, metadata)
 
         async def work(conn: AsyncConnection) -> HoldInfo:
             now = self.clock()
@@ -500,6 +503,46 @@ class Ledger:
             return hold_info(await repo.get_hold(conn, hold["id"]))
 
         return await self._run(work)
+
+    async def _authorize_server_side(
+        self,
+        customer_id: uuid.UUID,
+        asset: str,
+        amount: int,
+        key: str,
+        digest: str,
+        ttl_s: int,
+        metadata: dict[str, Any],
+    ) -> HoldInfo:
+        """The PostgreSQL authorization: ``wf_authorize`` does the Python path's work in one statement."""
+        for _ in range(3):
+            now = self.clock()
+            hold_id, expires_at = uuid.uuid4(), now + dt.timedelta(seconds=ttl_s)
+            try:
+                async with self._autocommit.connect() as conn:
+                    row = await repo.authorize_function(
+                        conn, customer_id=customer_id, asset=asset, amount=amount, key=key, hash=digest,
+                        expires_at=expires_at, metadata=metadata, now=now, hold_id=hold_id,
+                    )
+            except IntegrityError as exc:
+                if "idempotency_key" in str(exc.orig):
+                    continue  # lost a race on the key; the next call replays the winner
+                raise
+            if row.outcome == "ok":
+                return HoldInfo(hold_id, row.account_id, amount, "pending", expires_at, None, None, key,
+                                False, customer_id, asset, now)
+            if row.outcome == "replayed":
+                return dataclasses.replace(await self.get_hold(row.hold_id), replayed=True)
+            if row.outcome == "conflict":
+                raise _conflict(key)
+            if row.outcome == "frozen":
+                raise WalletFrozen(f"wallet of customer {customer_id} is frozen")
+            if row.outcome == "insufficient_funds":
+                raise InsufficientFunds(
+                    f"available {row.available} is short of {amount}", available=row.available, requested=amount
+                )
+            await self._run(lambda conn: self._customer_account(conn, customer_id, asset))
+        raise AssertionError(f"authorization {key} did not settle after retries")
 
     async def get_hold(self, hold_id: uuid.UUID) -> HoldInfo:
         async with self.engine.connect() as conn:
