@@ -55,6 +55,7 @@ import statistics
 import sys
 import time
 import uuid
+from decimal import Decimal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -273,11 +274,11 @@ class Template:
         ]
 
 
-def _fee(tokens: int, rate: str) -> int:
-    """``tokens`` x ``rate`` rounded half up to a whole minor unit, in integers."""
-    whole, _, frac = rate.partition(".")
-    scale = 10 ** len(frac)
-    exact = tokens * int(whole + frac)
+def _fee(usage: Sequence[tuple[int, str]]) -> int:
+    """The event's fee: the exact sum of tokens x rate over its metrics, rounded half up once
+    (the pricing engine's rule), in integers."""
+    scale = 10 ** max(len(rate.partition(".")[2]) for _, rate in usage)
+    exact = sum(tokens * int(Decimal(rate) * scale) for tokens, rate in usage)
     return (2 * exact + scale) // (2 * scale)
 
 
@@ -291,7 +292,7 @@ def make_templates(customers: Sequence[uuid.UUID], run: str, rng: random.Random)
             model, _, rate_in, rate_out, vendor, cost_share = rng.choices(MODELS, weights)[0]
             input_tokens = min(int(rng.lognormvariate(7, 1)), 100_000)  # median ~1,100
             output_tokens = min(int(rng.lognormvariate(5.5, 1)), 16_000)  # median ~250
-            fee = _fee(input_tokens, rate_in) + _fee(output_tokens, rate_out)
+            fee = _fee([(input_tokens, rate_in), (output_tokens, rate_out)])
             customer = rng.choice(customers)
             occurred = now - dt.timedelta(milliseconds=rng.randrange(60_000))
             data = {"model": model, "input_tokens": input_tokens, "output_tokens": output_tokens}

@@ -99,39 +99,42 @@ BEGIN
                CASE WHEN r.amount <= w.left_after THEN w.left_after - r.amount ELSE w.left_after END
           FROM walk w JOIN ranked r ON r.account_id = w.account_id AND r.rn = w.rn + 1
     ),
+    -- Ids are drawn here, once per accepted event, so no later step has to join back to find
+    -- them (the planner cannot estimate CTE sizes, and a join it misjudges goes quadratic).
     accepted AS (
-        SELECT r.*, sum(r.amount) OVER (PARTITION BY r.account_id ORDER BY r.idx) AS running
+        SELECT r.*, sum(r.amount) OVER (PARTITION BY r.account_id ORDER BY r.idx) AS running,
+               gen_random_uuid() AS tx_id,
+               nextval(pg_get_serial_sequence('usage_events', 'id')) AS event_row_id
           FROM ranked r JOIN walk w ON w.idx = r.idx
          WHERE w.taken
     ),
     debits AS (
-        SELECT a.*, a.running - a.amount AS slice_start, gen_random_uuid() AS tx_id
-          FROM accepted a WHERE a.amount > 0
+        SELECT a.*, a.running - a.amount AS slice_start FROM accepted a WHERE a.amount > 0
     ),
-    grant_slices AS (
-        SELECT g.id AS grant_id, g.account_id,
-               sum(g.remaining) OVER w - g.remaining AS slice_start, sum(g.remaining) OVER w AS slice_end
-          FROM credit_grants g
-         WHERE g.account_id IN (SELECT DISTINCT account_id FROM debits)
-           AND g.remaining > 0 AND g.status IN ('active', 'expired')
-        WINDOW w AS (PARTITION BY g.account_id
-                     ORDER BY CASE WHEN g.expires_at IS NOT NULL AND g.expires_at <= p_now THEN 0 ELSE 1 END,
-                              g.priority, g.expires_at NULLS LAST, g.created_at, g.id)
-    ),
-    granted AS (
-        SELECT account_id, max(slice_end) AS total FROM grant_slices GROUP BY account_id
-    ),
+    -- Each debit takes the part of its wallet's grants (laid end to end in consumption order)
+    -- that overlaps its own slice of the wallet's running total; past the grants: overdraft.
     draws AS (
         SELECT d.tx_id, d.account_id, d.asset, s.grant_id,
                LEAST(d.running, s.slice_end) - GREATEST(d.slice_start, s.slice_start) AS amount
           FROM debits d
-          JOIN grant_slices s ON s.account_id = d.account_id
-                             AND s.slice_start < d.running AND s.slice_end > d.slice_start
+         CROSS JOIN LATERAL (
+               SELECT g.id AS grant_id,
+                      sum(g.remaining) OVER w - g.remaining AS slice_start,
+                      sum(g.remaining) OVER w AS slice_end
+                 FROM credit_grants g
+                WHERE g.account_id = d.account_id AND g.remaining > 0 AND g.status IN ('active', 'expired')
+               WINDOW w AS (ORDER BY CASE WHEN g.expires_at IS NOT NULL AND g.expires_at <= p_now THEN 0 ELSE 1 END,
+                                     g.priority, g.expires_at NULLS LAST, g.created_at, g.id)
+         ) s
+         WHERE s.slice_start < d.running AND s.slice_end > d.slice_start
         UNION ALL
-        SELECT d.tx_id, d.account_id, d.asset, NULL::uuid,
-               d.running - GREATEST(d.slice_start, COALESCE(t.total, 0))
-          FROM debits d LEFT JOIN granted t ON t.account_id = d.account_id
-         WHERE d.running > COALESCE(t.total, 0)
+        SELECT d.tx_id, d.account_id, d.asset, NULL::uuid, d.running - GREATEST(d.slice_start, t.total)
+          FROM debits d
+         CROSS JOIN LATERAL (
+               SELECT COALESCE(sum(g.remaining), 0) AS total FROM credit_grants g
+                WHERE g.account_id = d.account_id AND g.remaining > 0 AND g.status IN ('active', 'expired')
+         ) t
+         WHERE d.running > t.total
     ),
     new_transactions AS (
         INSERT INTO ledger_transactions (id, kind, idempotency_key, request_hash, metadata, created_at)
@@ -161,18 +164,16 @@ BEGIN
          WHERE a.id = t.account_id AND t.total > 0
     ),
     new_events AS (
-        INSERT INTO usage_events (customer_id, event_id, event_type, occurred_at, received_at,
+        INSERT INTO usage_events (id, customer_id, event_id, event_type, occurred_at, received_at,
                                   product_code, version, asset, amount, transaction_id, data)
-        SELECT a.customer_id, a.event_id, a.event_type, a.occurred_at, p_now, a.product_code, a.version,
-               a.asset, a.amount, d.tx_id, COALESCE(a.data, '{}'::jsonb)
-          FROM accepted a LEFT JOIN debits d ON d.idx = a.idx
-        RETURNING id, customer_id, event_id
+        SELECT a.event_row_id, a.customer_id, a.event_id, a.event_type, a.occurred_at, p_now, a.product_code,
+               a.version, a.asset, a.amount, CASE WHEN a.amount > 0 THEN a.tx_id END, COALESCE(a.data, '{}'::jsonb)
+          FROM accepted a
     ),
     new_costs AS (
         INSERT INTO usage_costs (usage_event_id, vendor, asset, amount)
-        SELECT n.id, c.vendor, c.asset, c.amount
-          FROM new_events n
-          JOIN accepted a ON a.customer_id = n.customer_id AND a.event_id = n.event_id
+        SELECT a.event_row_id, c.vendor, c.asset, c.amount
+          FROM accepted a
          CROSS JOIN LATERAL jsonb_to_recordset(a.costs) AS c(vendor text, asset text, amount bigint)
          WHERE a.costs IS NOT NULL AND jsonb_typeof(a.costs) = 'array'
     )
@@ -182,12 +183,11 @@ BEGIN
                 WHEN accepted.idx IS NOT NULL THEN 'debited'
                 ELSE 'insufficient_funds' END,
            COALESCE(dup.amount, ev.amount),
-           COALESCE(dup.transaction_id, debits.tx_id)
+           COALESCE(dup.transaction_id, CASE WHEN accepted.amount > 0 THEN accepted.tx_id END)
       FROM ev
       LEFT JOIN dup ON dup.idx = ev.idx
       LEFT JOIN live ON live.idx = ev.idx
       LEFT JOIN accepted ON accepted.idx = ev.idx
-      LEFT JOIN debits ON debits.idx = ev.idx
      ORDER BY ev.idx;
 END $$;
 """
