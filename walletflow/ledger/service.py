@@ -427,21 +427,42 @@ class Ledger:
         metadata: dict[str, Any],
     ) -> Posting:
         """The PostgreSQL debit: ``wf_debit`` does the Python path's work in one statement."""
+
+        async def call(conn: AsyncConnection) -> Row[Any]:
+            return await repo.debit_function(
+                conn, customer_id=customer_id, asset=asset, amount=amount, key=key, hash=digest,
+                kind=kind, counter=counter, metadata=metadata, now=self.clock(), tx_id=uuid.uuid4(),
+            )
+
+        row = await self._call_server_side(call, customer_id, asset, amount, key, counter=counter)
+        draws = tuple(Draw(uuid.UUID(g) if g else None, n) for g, n in row.draws)
+        return Posting(row.transaction_id, key, amount, row.outcome == "replayed", draws=draws)
+
+    async def _call_server_side(
+        self,
+        call: Callable[[AsyncConnection], Awaitable[Row[Any]]],
+        customer_id: uuid.UUID,
+        asset: str,
+        amount: int,
+        key: str,
+        counter: str | None = None,
+    ) -> Row[Any]:
+        """Run one of the PostgreSQL functions (``wf_debit``, ``wf_authorize``) in its own
+        statement and turn its outcome into a row (``ok`` or ``replayed``) or a typed error.
+
+        A wallet (or system account) used for the first time is created, then the call is made
+        again; so is a call that lost a race on its idempotency key (the rerun replays the winner).
+        """
         for _ in range(3):
             try:
                 async with self._autocommit.connect() as conn:
-                    row = await repo.debit_function(
-                        conn, customer_id=customer_id, asset=asset, amount=amount, key=key,
-                        hash=digest, kind=kind, counter=counter, metadata=metadata,
-                        now=self.clock(), tx_id=uuid.uuid4(),
-                    )
+                    row = await call(conn)
             except IntegrityError as exc:
                 if "idempotency_key" in str(exc.orig):
-                    continue  # lost a race on the key; the next call replays the winner
+                    continue
                 raise
             if row.outcome in ("ok", "replayed"):
-                draws = tuple(Draw(uuid.UUID(g) if g else None, n) for g, n in row.draws)
-                return Posting(row.transaction_id, key, amount, row.outcome == "replayed", draws=draws)
+                return row
             if row.outcome == "conflict":
                 raise _conflict(key)
             if row.outcome == "frozen":
@@ -450,10 +471,10 @@ class Ledger:
                 raise InsufficientFunds(
                     f"available {row.available} is short of {amount}", available=row.available, requested=amount
                 )
-            # First use of this wallet (or of this system account): create it, then try again.
             await self._run(lambda conn: self._customer_account(conn, customer_id, asset))
-            await self._run(lambda conn: self._system_account(conn, counter, asset))
-        raise AssertionError(f"debit {key} did not settle after retries")
+            if counter is not None:
+                await self._run(lambda conn: self._system_account(conn, counter, asset))
+        raise AssertionError(f"{key} did not settle after retries")
 
     # --- holds --------------------------------------------------------------------------------
 
@@ -515,34 +536,20 @@ class Ledger:
         metadata: dict[str, Any],
     ) -> HoldInfo:
         """The PostgreSQL authorization: ``wf_authorize`` does the Python path's work in one statement."""
-        for _ in range(3):
-            now = self.clock()
-            hold_id, expires_at = uuid.uuid4(), now + dt.timedelta(seconds=ttl_s)
-            try:
-                async with self._autocommit.connect() as conn:
-                    row = await repo.authorize_function(
-                        conn, customer_id=customer_id, asset=asset, amount=amount, key=key, hash=digest,
-                        expires_at=expires_at, metadata=metadata, now=now, hold_id=hold_id,
-                    )
-            except IntegrityError as exc:
-                if "idempotency_key" in str(exc.orig):
-                    continue  # lost a race on the key; the next call replays the winner
-                raise
-            if row.outcome == "ok":
-                return HoldInfo(hold_id, row.account_id, amount, "pending", expires_at, None, None, key,
-                                False, customer_id, asset, now)
-            if row.outcome == "replayed":
-                return dataclasses.replace(await self.get_hold(row.hold_id), replayed=True)
-            if row.outcome == "conflict":
-                raise _conflict(key)
-            if row.outcome == "frozen":
-                raise WalletFrozen(f"wallet of customer {customer_id} is frozen")
-            if row.outcome == "insufficient_funds":
-                raise InsufficientFunds(
-                    f"available {row.available} is short of {amount}", available=row.available, requested=amount
-                )
-            await self._run(lambda conn: self._customer_account(conn, customer_id, asset))
-        raise AssertionError(f"authorization {key} did not settle after retries")
+        hold_id, now = uuid.uuid4(), self.clock()
+        expires_at = now + dt.timedelta(seconds=ttl_s)
+
+        async def call(conn: AsyncConnection) -> Row[Any]:
+            return await repo.authorize_function(
+                conn, customer_id=customer_id, asset=asset, amount=amount, key=key, hash=digest,
+                expires_at=expires_at, metadata=metadata, now=now, hold_id=hold_id,
+            )
+
+        row = await self._call_server_side(call, customer_id, asset, amount, key)
+        if row.outcome == "replayed":
+            return dataclasses.replace(await self.get_hold(row.hold_id), replayed=True)
+        return HoldInfo(hold_id, row.account_id, amount, "pending", expires_at, None, None, key,
+                        False, customer_id, asset, now)
 
     async def get_hold(self, hold_id: uuid.UUID) -> HoldInfo:
         async with self.engine.connect() as conn:
