@@ -55,10 +55,10 @@ import statistics
 import sys
 import time
 import uuid
-from decimal import Decimal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
-from bench.ledger import fresh_database, with_driver
+from bench.ledger import fresh_database, table, with_driver
 from walletflow.auth.service import ApiKeys
 from walletflow.db.engine import create_engine
 from walletflow.db.migrate import upgrade_async
@@ -608,13 +608,7 @@ def render(report: Report) -> str:
         ratio = f"{f['ratio']:.3f}" if "ratio" in f else "-"
         target = f"{f['target']}: {'met' if f['target_met'] else 'MISSED'}" if "target" in f else "-"
         rows.append((f["figure"], value, baseline, ratio, target))
-    widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
-    rows.insert(1, tuple("-" * w for w in widths))
-    lines = [
-        "  ".join(f"{cell:{align}{w}}" for cell, align, w in zip(row, "<>>><", widths, strict=True))
-        .rstrip()
-        for row in rows
-    ]
+    lines = table(rows)
     t = report.timing
     tried = ", ".join(f"{p.clients} clients {p.per_s:,.0f}/s" for p in report.http)
     cpu = [f"  {p.name}, {p.clients} clients: {p.cpu}" for p in [*report.http, report.baseline]]

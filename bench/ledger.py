@@ -320,6 +320,16 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Lines of an aligned table: the first row is the header, text left, figures right."""
+    widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
+    rows = [rows[0], tuple("-" * w for w in widths), *rows[1:]]
+    return [
+        "  ".join(f"{cell:{align}{w}}" for cell, align, w in zip(row, "<>>><", widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
 def render(report: Report) -> str:
     rows: list[tuple[str, ...]] = [
         ("scenario", "walletflow debits/s", "baseline ops/s", "ratio", "target")
@@ -329,13 +339,7 @@ def render(report: Report) -> str:
         verdict = "-" if target is None else f"{target}: {'met' if r.target_met else 'MISSED'}"
         rows.append((r.scenario.name, f"{r.walletflow_per_s:,.0f}", f"{r.baseline_per_s:,.0f}",
                      f"{r.ratio:.2f}", verdict))
-    widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
-    rows.insert(1, tuple("-" * w for w in widths))
-    lines = [
-        "  ".join(f"{cell:{align}{w}}" for cell, align, w in zip(row, "<>>><", widths, strict=True))
-        .rstrip()
-        for row in rows
-    ]
+    lines = table(rows)
     balance = f"{report.hot_balance:,} (expected {report.hot_balance_expected:,}): " + (
         "ok" if report.hot_balance == report.hot_balance_expected else "MISMATCH"
     )
