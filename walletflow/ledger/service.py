@@ -295,12 +295,17 @@ class Ledger:
         kind: str = "credit",
         counter: str = CLEARING,
         metadata: dict[str, Any] | None = None,
+        also: Callable[[AsyncConnection, Posting], Awaitable[None]] | None = None,
     ) -> Posting:
         """Credit a customer's wallet as a new grant.
 
         A grant that becomes effective in the future is stored as ``scheduled`` and posted by
         :meth:`activate_grants` at its time. A credit to a wallet in overdraft repays the
         overdraft first; the grant keeps only what is left.
+
+        ``also`` runs in the credit's own transaction, after it, only when the credit is
+        performed (not on a replay): the caller's record of the credit (a top-up marked as
+        credited) commits or fails with it, and raising from it undoes the credit.
         """
         check_amount(amount)
         check_key(idempotency_key)
@@ -339,9 +344,13 @@ class Ledger:
             }
             if starts > now:
                 await repo.insert_grant(conn, grant)
-                return Posting(None, idempotency_key, amount, False, grant_id=grant["id"])
-            tx_id = await postings.post_credit(conn, account, grant, kind, counter_id, now, insert=True)
-            return Posting(tx_id, idempotency_key, amount, False, grant_id=grant["id"])
+                posting = Posting(None, idempotency_key, amount, False, grant_id=grant["id"])
+            else:
+                tx_id = await postings.post_credit(conn, account, grant, kind, counter_id, now, insert=True)
+                posting = Posting(tx_id, idempotency_key, amount, False, grant_id=grant["id"])
+            if also is not None:
+                await also(conn, posting)
+            return posting
 
         return await self._run(work)
 

@@ -58,6 +58,7 @@ async def add_rate(code: str, body: RateIn, services: ServicesDep) -> RateOut:
 
 
 @router.get("/assets/{code}/rates", dependencies=[require("read")])
-async def list_rates(code: str, services: ServicesDep) -> dict[str, list[RateOut]]:
+async def list_rates(code: str, services: ServicesDep) -> dict[str, list[RateOut] | None]:
+    """All of the asset's rates, oldest first, in one page (``next_cursor`` is always null)."""
     await services.ledger.get_asset(code)
-    return {"data": [RateOut(**vars(r)) for r in await services.catalog.list_rates(code)]}
+    return {"data": [RateOut(**vars(r)) for r in await services.catalog.list_rates(code)], "next_cursor": None}

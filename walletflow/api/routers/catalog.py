@@ -92,8 +92,9 @@ async def create_version(code: str, body: VersionIn, services: ServicesDep) -> V
 
 
 @router.get("/products/{code}/versions", dependencies=[require("read")])
-async def list_versions(code: str, services: ServicesDep) -> dict[str, list[VersionOut]]:
-    return {"data": [VersionOut.of(v) for v in await services.catalog.list_versions(code)]}
+async def list_versions(code: str, services: ServicesDep) -> dict[str, list[VersionOut] | None]:
+    """All of the product's versions in one page (``next_cursor`` is always null)."""
+    return {"data": [VersionOut.of(v) for v in await services.catalog.list_versions(code)], "next_cursor": None}
 
 
 @router.get("/products/{code}/versions/{version}", dependencies=[require("read")])

@@ -200,7 +200,8 @@ async def transactions(
 
 
 @router.get("/customers/{customer_id}/grants", dependencies=[require("read")])
-async def grants(customer_id: uuid.UUID, services: ServicesDep) -> dict[str, list[GrantOut]]:
+async def grants(customer_id: uuid.UUID, services: ServicesDep) -> dict[str, list[GrantOut] | None]:
+    """All of the customer's grants in consumption order, in one page (``next_cursor`` is null)."""
     await services.ledger.get_customer(customer_id)
     assets = {b.account_id: b.asset for b in await services.ledger.wallet(customer_id)}
     return {
@@ -208,7 +209,8 @@ async def grants(customer_id: uuid.UUID, services: ServicesDep) -> dict[str, lis
             GrantOut(id=g.id, asset=assets[g.account_id], source=g.source, priority=g.priority, amount=g.amount,
                      remaining=g.remaining, effective_at=g.effective_at, expires_at=g.expires_at, status=g.status)
             for g in await services.ledger.grants(customer_id)
-        ]
+        ],
+        "next_cursor": None,
     }
 
 
