@@ -68,7 +68,7 @@ from sqlalchemy.engine import make_url
 
 from bench.ledger import fresh_database, table, with_driver
 from walletflow.auth.service import ApiKeys
-from walletflow.db.engine import create_engine
+from walletflow.db.engine import create_engine, dispose
 from walletflow.db.migrate import upgrade_async
 from walletflow.ledger.schemas import AuditReport
 from walletflow.ledger.service import Ledger
@@ -584,7 +584,7 @@ async def benchmark(url: str, timing: Timing) -> Report:
         audit = await Ledger(engine).audit()
         return Report(timing, http_runs, baseline, auth, sender.events, sender.amount, drop, audit)
     finally:
-        await engine.dispose()
+        await dispose(engine)
 
 
 async def run(timing: Timing) -> Report:

@@ -39,7 +39,7 @@ from typing import Any, Literal
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from walletflow.db.engine import create_engine
+from walletflow.db.engine import create_engine, dispose
 from walletflow.db.migrate import upgrade_async
 from walletflow.ledger.schemas import AuditReport
 from walletflow.ledger.service import Ledger
@@ -270,7 +270,7 @@ async def run_scenario(
     targets = wallets.spread if scenario.spread else [wallets.hot]
     clients = [ledger_debit(ledger, targets)] * scenario.clients
     walletflow_per_s, debited = await measure(clients, timing)
-    await ledger.engine.dispose()  # close the pool's connections before the baseline opens its own
+    await dispose(ledger.engine)  # close the pools' connections before the baseline opens its own
 
     rows = range(1, WALLETS + 1) if scenario.spread else [0]
     conns = await asyncio.gather(*(asyncpg.connect(dsn) for _ in range(scenario.clients)))
@@ -303,7 +303,7 @@ async def benchmark(url: str, timing: Timing) -> Report:
         hot_balance = (await ledger.balance(wallets.hot, ASSET)).posted
         return Report(timing, results, hot_balance, HOT_CREDIT - hot_debited, await ledger.audit())
     finally:
-        await engine.dispose()
+        await dispose(engine)
 
 
 async def run(database_url: str | None, timing: Timing) -> Report:

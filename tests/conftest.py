@@ -10,7 +10,7 @@ import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.db import BACKENDS, create_postgres_database, drop_postgres_database, sqlite_url
-from walletflow.db.engine import create_engine
+from walletflow.db.engine import create_engine, dispose
 from walletflow.db.migrate import upgrade_async
 from walletflow.ledger.service import Ledger
 
@@ -32,9 +32,11 @@ async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url, pool_size=60) if "postgresql" in database_url else create_engine(database_url)
+    # Each PostgreSQL engine may also open as many hot-path connections (walletflow.db.hotpath):
+    # keep the session well under the server's 100 connections.
+    engine = create_engine(database_url, pool_size=10) if "postgresql" in database_url else create_engine(database_url)
     yield engine
-    await engine.dispose()
+    await dispose(engine)
 
 
 @pytest.fixture

@@ -90,3 +90,11 @@ async def in_transaction(engine: AsyncEngine, fn: Callable[[AsyncConnection], Aw
             log.warning("retrying transaction after %s (attempt %d)", type(exc.orig).__name__, attempt)
             await asyncio.sleep(0.01 * attempt)
     raise AssertionError("unreachable")
+
+
+async def dispose(engine: AsyncEngine) -> None:
+    """Close everything the engine holds: its pool and the PostgreSQL hot-path pool."""
+    from walletflow.db.hotpath import close_hot_path
+
+    await close_hot_path(engine)
+    await engine.dispose()

@@ -11,12 +11,13 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, case, func, insert, nulls_last, select, text, update
-from sqlalchemy.dialects.postgresql import JSONB
+import asyncpg
+from sqlalchemy import Row, and_, bindparam, case, func, insert, nulls_last, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from walletflow.db.hotpath import HotPath
 from walletflow.ledger.models import (
     Account,
     Asset,
@@ -196,30 +197,28 @@ async def insert_transaction(
     )
 
 
-_WF_DEBIT = (
-    text(
-        "SELECT outcome, transaction_id, draws, available FROM wf_debit("
-        ":customer_id, :asset, :amount, :key, :hash, :kind, :counter, :metadata, :now, :tx_id)"
+async def debit_function(hot: HotPath, *args: Any) -> asyncpg.Record:
+    """Call the PostgreSQL ``wf_debit`` function (migration 0002): one round trip per debit.
+
+    Args are ``wf_debit``'s, in order: customer id, asset, amount, key, hash, kind, counter
+    system code, metadata, now, transaction id.
+    """
+    return await hot.fetchrow(
+        "SELECT outcome, transaction_id, draws, available FROM wf_debit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        *args,
     )
-    .bindparams(bindparam("metadata", type_=JSONB))
-    .columns(draws=JSONB)
-)
 
 
-async def debit_function(conn: AsyncConnection, **params: Any) -> Row[Any]:
-    """Call the PostgreSQL ``wf_debit`` function (migration 0002): one round trip per debit."""
-    return (await conn.execute(_WF_DEBIT, params)).one()
+async def authorize_function(hot: HotPath, *args: Any) -> asyncpg.Record:
+    """Call the PostgreSQL ``wf_authorize`` function (migration 0005): one round trip per hold.
 
-
-_WF_AUTHORIZE = text(
-    "SELECT outcome, hold_id, account_id, available FROM wf_authorize("
-    ":customer_id, :asset, :amount, :key, :hash, :expires_at, :metadata, :now, :hold_id)"
-).bindparams(bindparam("metadata", type_=JSONB))
-
-
-async def authorize_function(conn: AsyncConnection, **params: Any) -> Row[Any]:
-    """Call the PostgreSQL ``wf_authorize`` function (migration 0005): one round trip per hold."""
-    return (await conn.execute(_WF_AUTHORIZE, params)).one()
+    Args are ``wf_authorize``'s, in order: customer id, asset, amount, key, hash, expires at,
+    metadata, now, hold id.
+    """
+    return await hot.fetchrow(
+        "SELECT outcome, hold_id, account_id, available FROM wf_authorize($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        *args,
+    )
 
 
 async def list_entries_for_transaction(conn: AsyncConnection, tx_id: uuid.UUID) -> Sequence[Row[Any]]:

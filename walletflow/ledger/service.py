@@ -22,11 +22,13 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from asyncpg import Record
 from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from walletflow.db.engine import in_transaction
+from walletflow.db.hotpath import hot_path, is_unique_violation_on_key
 from walletflow.db.types import utcnow
 from walletflow.errors import (
     AlreadyExists,
@@ -38,8 +40,15 @@ from walletflow.errors import (
     WalletFrozen,
 )
 from walletflow.ledger import postings
-from walletflow.ledger.postings import ADJUSTMENTS, BREAKAGE, CLEARING, PROMOTIONS, REVENUE, SYSTEM_ACCOUNTS
 from walletflow.ledger import repository as repo
+from walletflow.ledger.postings import (
+    ADJUSTMENTS,
+    BREAKAGE,
+    CLEARING,
+    PROMOTIONS,
+    REVENUE,
+    SYSTEM_ACCOUNTS,
+)
 from walletflow.ledger.rules import (
     check_amount,
     check_key,
@@ -76,9 +85,7 @@ class Ledger:
         self.engine = engine
         self.clock = clock
         self._system_ids: dict[tuple[str, str], uuid.UUID] = {}
-        # One-statement calls (the PostgreSQL debit and authorize functions) need no BEGIN/COMMIT:
-        # the statement is its own transaction.
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # PostgreSQL: debits and holds are one server-side statement each, on a raw driver pool.
         self._server_side = engine.dialect.name == "postgresql"
 
     async def _run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
@@ -437,25 +444,25 @@ class Ledger:
     ) -> Posting:
         """The PostgreSQL debit: ``wf_debit`` does the Python path's work in one statement."""
 
-        async def call(conn: AsyncConnection) -> Row[Any]:
-            return await repo.debit_function(
-                conn, customer_id=customer_id, asset=asset, amount=amount, key=key, hash=digest,
-                kind=kind, counter=counter, metadata=metadata, now=self.clock(), tx_id=uuid.uuid4(),
+        def call() -> Awaitable[Record]:
+            return repo.debit_function(
+                hot_path(self.engine), customer_id, asset, amount, key, digest, kind, counter, metadata,
+                self.clock(), uuid.uuid4(),
             )
 
         row = await self._call_server_side(call, customer_id, asset, amount, key, counter=counter)
-        draws = tuple(Draw(uuid.UUID(g) if g else None, n) for g, n in row.draws)
-        return Posting(row.transaction_id, key, amount, row.outcome == "replayed", draws=draws)
+        draws = tuple(Draw(uuid.UUID(g) if g else None, n) for g, n in row["draws"])
+        return Posting(row["transaction_id"], key, amount, row["outcome"] == "replayed", draws=draws)
 
     async def _call_server_side(
         self,
-        call: Callable[[AsyncConnection], Awaitable[Row[Any]]],
+        call: Callable[[], Awaitable[Record]],
         customer_id: uuid.UUID,
         asset: str,
         amount: int,
         key: str,
         counter: str | None = None,
-    ) -> Row[Any]:
+    ) -> Record:
         """Run one of the PostgreSQL functions (``wf_debit``, ``wf_authorize``) in its own
         statement and turn its outcome into a row (``ok`` or ``replayed``) or a typed error.
 
@@ -464,21 +471,22 @@ class Ledger:
         """
         for _ in range(3):
             try:
-                async with self._autocommit.connect() as conn:
-                    row = await call(conn)
-            except IntegrityError as exc:
-                if "idempotency_key" in str(exc.orig):
+                row = await call()
+            except Exception as exc:
+                if is_unique_violation_on_key(exc):
                     continue
                 raise
-            if row.outcome in ("ok", "replayed"):
+            outcome = row["outcome"]
+            if outcome in ("ok", "replayed"):
                 return row
-            if row.outcome == "conflict":
+            if outcome == "conflict":
                 raise _conflict(key)
-            if row.outcome == "frozen":
+            if outcome == "frozen":
                 raise WalletFrozen(f"wallet of customer {customer_id} is frozen")
-            if row.outcome == "insufficient_funds":
+            if outcome == "insufficient_funds":
+                available = row["available"]
                 raise InsufficientFunds(
-                    f"available {row.available} is short of {amount}", available=row.available, requested=amount
+                    f"available {available} is short of {amount}", available=available, requested=amount
                 )
             await self._run(lambda conn: self._customer_account(conn, customer_id, asset))
             if counter is not None:
@@ -548,16 +556,15 @@ class Ledger:
         hold_id, now = uuid.uuid4(), self.clock()
         expires_at = now + dt.timedelta(seconds=ttl_s)
 
-        async def call(conn: AsyncConnection) -> Row[Any]:
-            return await repo.authorize_function(
-                conn, customer_id=customer_id, asset=asset, amount=amount, key=key, hash=digest,
-                expires_at=expires_at, metadata=metadata, now=now, hold_id=hold_id,
+        def call() -> Awaitable[Record]:
+            return repo.authorize_function(
+                hot_path(self.engine), customer_id, asset, amount, key, digest, expires_at, metadata, now, hold_id
             )
 
         row = await self._call_server_side(call, customer_id, asset, amount, key)
-        if row.outcome == "replayed":
-            return dataclasses.replace(await self.get_hold(row.hold_id), replayed=True)
-        return HoldInfo(hold_id, row.account_id, amount, "pending", expires_at, None, None, key,
+        if row["outcome"] == "replayed":
+            return dataclasses.replace(await self.get_hold(row["hold_id"]), replayed=True)
+        return HoldInfo(hold_id, row["account_id"], amount, "pending", expires_at, None, None, key,
                         False, customer_id, asset, now)
 
     async def get_hold(self, hold_id: uuid.UUID) -> HoldInfo:

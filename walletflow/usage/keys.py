@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any
-
-import hashlib
 
 from walletflow.usage.schemas import PricedEvent
 

@@ -7,9 +7,10 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from walletflow.db.hotpath import HotPath
 from walletflow.errors import InsufficientFunds
 from walletflow.ledger import postings
 from walletflow.ledger import repository as ledger_repo
@@ -21,15 +22,12 @@ usage_events = UsageEvent.__table__
 usage_costs = UsageCost.__table__
 
 Outcome = tuple[str, int, uuid.UUID | None]
-_WF_INGEST = text(
-    "SELECT idx, outcome, amount, transaction_id FROM wf_ingest(CAST(:events AS jsonb), :now) ORDER BY idx"
-)
-
-
-async def ingest_function(conn: AsyncConnection, payload: str, now: dt.datetime) -> list[Outcome]:
+async def ingest_function(hot: HotPath, payload: str, now: dt.datetime) -> list[Outcome]:
     """PostgreSQL: the whole batch in one ``wf_ingest`` statement (migration 0004)."""
-    rows = (await conn.execute(_WF_INGEST, {"events": payload, "now": now})).all()
-    return [(r.outcome, r.amount, r.transaction_id) for r in rows]
+    rows = await hot.fetch(
+        "SELECT idx, outcome, amount, transaction_id FROM wf_ingest($1::text::jsonb, $2) ORDER BY idx", payload, now
+    )
+    return [(r["outcome"], r["amount"], r["transaction_id"]) for r in rows]
 
 
 async def ingest_in_python(conn: AsyncConnection, events: list[PricedEvent], now: dt.datetime) -> list[Outcome]:

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import asyncpg
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import select
@@ -26,12 +27,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from walletflow.catalog.service import Catalog
 from walletflow.db.engine import in_transaction
+from walletflow.db.hotpath import hot_path
 from walletflow.db.types import utcnow
+from walletflow.errors import AlreadyExists
 from walletflow.ledger import repository as ledger_repo
+from walletflow.ledger.schemas import HoldInfo
 from walletflow.pricing.engine import PricedEventInput, VendorCost
 from walletflow.usage import repository as repo
-from walletflow.errors import AlreadyExists
-from walletflow.ledger.schemas import HoldInfo
 from walletflow.usage.schemas import CaptureEventIn, EventIn, EventResult, PricedEvent
 
 _event_adapter = TypeAdapter(EventIn)
@@ -44,7 +46,6 @@ class Usage:
         self.engine = engine
         self.catalog = catalog
         self.clock = clock
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._server_side = engine.dialect.name == "postgresql"
 
     async def ingest(self, raw_events: Sequence[EventIn | dict[str, Any]]) -> list[EventResult]:
@@ -109,10 +110,9 @@ class Usage:
         for attempt in range(3):
             try:
                 if self._server_side:
-                    async with self._autocommit.connect() as conn:
-                        return await repo.ingest_function(conn, _payload(events), now)
+                    return await repo.ingest_function(hot_path(self.engine), _payload(events), now)
                 return await in_transaction(self.engine, lambda conn: repo.ingest_in_python(conn, events, now))
-            except IntegrityError:
+            except (IntegrityError, asyncpg.UniqueViolationError):
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")

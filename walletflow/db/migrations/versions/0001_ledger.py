@@ -7,10 +7,11 @@ Create Date: 2026-11-27
 Also installs triggers that make ledger transactions and entries append-only on both databases.
 """
 
-from alembic import op
 import sqlalchemy as sa
-import walletflow.db.types
+from alembic import op
 from sqlalchemy.dialects import postgresql
+
+import walletflow.db.types
 
 revision = '0001'
 down_revision = None

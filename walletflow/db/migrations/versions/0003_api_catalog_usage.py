@@ -8,10 +8,11 @@ API keys, customer billing policy, the catalog (rates, products, price versions,
 subscriptions) and usage events with their vendor costs.
 """
 
-from alembic import op
 import sqlalchemy as sa
-import walletflow.db.types
+from alembic import op
 from sqlalchemy.dialects import postgresql
+
+import walletflow.db.types
 
 revision = '0003'
 down_revision = '0002'
