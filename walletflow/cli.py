@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
+from typing import Any
 
 import typer
 
@@ -16,9 +18,13 @@ app = typer.Typer(help="walletflow: real-time wallet billing for AI products.", 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 ledger_app = typer.Typer(help="Ledger checks.", no_args_is_help=True)
 apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
+topup_app = typer.Typer(help="Card top-ups through Stripe (each one a Temporal workflow).", no_args_is_help=True)
+review_app = typer.Typer(help="The risk review queue of top-ups.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(apikey_app, name="apikey")
+app.add_typer(topup_app, name="topup")
+app.add_typer(review_app, name="review")
 
 
 @apikey_app.command("create")
@@ -103,6 +109,146 @@ def ledger_audit(as_json: bool = typer.Option(False, "--json", help="Print JSON.
     else:
         typer.echo("ledger ok: every transaction balances, every balance equals its entries")
     raise typer.Exit(1 if broken else 0)
+
+
+@app.command()
+def worker() -> None:
+    """Run the Temporal worker: every workflow and activity on the configured task queue."""
+    from worker.main import main
+
+    main()
+
+
+@topup_app.command("start")
+def topup_start(
+    customer_id: str = typer.Option(..., help="walletflow customer id (UUID)."),
+    amount: int = typer.Option(..., help="Amount in minor units of the currency (2000 = 20.00 USD)."),
+    currency: str = typer.Option(..., help="Three-letter currency code charged by Stripe."),
+    idempotency_key: str = typer.Option(..., help="Same key and values: the same top-up, never a second one."),
+    asset: str | None = typer.Option(None, help="Wallet asset to credit (default: the currency)."),
+) -> None:
+    """Start a top-up; prints its id, status, workflow id and the PaymentIntent's client secret."""
+    import uuid
+
+    from walletflow import temporal_client as temporal
+    from walletflow.payments.service import TopUps
+    from walletflow.payments.stripe_gateway import StripeGateway
+
+    async def run() -> dict[str, object]:
+        settings = get_settings()
+        engine = create_engine()
+        try:
+            topups = TopUps(engine)
+            top_up, created = await topups.create(idempotency_key, uuid.UUID(customer_id), amount, currency, asset)
+            client = await temporal.connect(settings)
+            handle = await temporal.start_top_up(client, top_up, settings)
+            details = await temporal.payment_details(handle, settings.topup_create_wait_s)
+            top_up = await topups.get(top_up.id)
+            secret = None
+            if details is not None:  # read from Stripe: it never passes through workflow history
+                secret = await StripeGateway.from_settings(settings).client_secret_for(details.payment_intent_id)
+        finally:
+            await engine.dispose()
+        return {
+            "id": str(top_up.id), "status": top_up.status, "created": created, "workflow_id": top_up.workflow_id,
+            "payment_intent_id": top_up.stripe_payment_intent_id,
+            "client_secret": secret,
+        }
+
+    _echo_json(_run_business(run))
+
+
+@topup_app.command("status")
+def topup_status(top_up_id: str = typer.Argument(..., help="The top-up id.")) -> None:
+    """Print a top-up as stored (status, PaymentIntent, risk decision, credit or refund)."""
+    import uuid
+
+    from walletflow.payments.service import TopUps
+
+    async def run() -> dict[str, object]:
+        engine = create_engine()
+        try:
+            top_up = await TopUps(engine).get(uuid.UUID(top_up_id))
+        finally:
+            await engine.dispose()
+        return _top_up_json(top_up)
+
+    _echo_json(_run_business(run))
+
+
+@review_app.command("list")
+def review_list(limit: int = typer.Option(50, help="At most this many, oldest first.")) -> None:
+    """List top-ups waiting for an operator's decision."""
+    from walletflow.payments.service import TopUps
+
+    async def run() -> list[dict[str, object]]:
+        engine = create_engine()
+        try:
+            return [_top_up_json(t) for t in await TopUps(engine).list_in_review(limit)]
+        finally:
+            await engine.dispose()
+
+    _echo_json(_run_business(run))
+
+
+@review_app.command("approve")
+def review_approve(
+    top_up_id: str = typer.Argument(...), note: str | None = typer.Option(None, help="Why (kept in the workflow).")
+) -> None:
+    """Approve a top-up in review: its workflow credits the wallet."""
+    _echo_json(_run_business(lambda: _review(top_up_id, True, note)))
+
+
+@review_app.command("reject")
+def review_reject(
+    top_up_id: str = typer.Argument(...), note: str | None = typer.Option(None, help="Why (kept in the workflow).")
+) -> None:
+    """Reject a top-up in review: its workflow refunds the payment."""
+    _echo_json(_run_business(lambda: _review(top_up_id, False, note)))
+
+
+async def _review(top_up_id: str, approve: bool, note: str | None) -> dict[str, object]:
+    import uuid
+
+    from walletflow import temporal_client as temporal
+    from walletflow.payments.service import TopUps
+
+    engine = create_engine()
+    try:
+        top_up = await TopUps(engine).require_in_review(uuid.UUID(top_up_id))
+        client = await temporal.connect()
+        await temporal.signal_review(client, top_up.id, top_up.workflow_id, approve, note)
+    finally:
+        await engine.dispose()
+    return {"id": str(top_up.id), "decision": "approve" if approve else "reject", "workflow_id": top_up.workflow_id}
+
+
+def _top_up_json(top_up: object) -> dict[str, object]:
+    import dataclasses
+
+    return {k: (str(v) if v is not None and not isinstance(v, (int, list, str)) else v)
+            for k, v in dataclasses.asdict(top_up).items()}  # type: ignore[call-overload]
+
+
+def _run_business(make: Any) -> Any:
+    """Run a coroutine; a typed business error becomes a clear message and exit code 1."""
+    from walletflow.errors import WalletflowError
+
+    try:
+        return asyncio.run(make())
+    except WalletflowError as exc:
+        typer.echo(f"error: {exc.code}: {exc.detail}", err=True)
+        raise typer.Exit(1) from exc
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _echo_json(value: object) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+    # The Temporal SDK can crash at interpreter exit after client use (sdk-python#300): make
+    # sure the answer is out before that can happen.
+    sys.stdout.flush()
 
 
 def _safe_url() -> str:

@@ -57,6 +57,7 @@ def api_server(database_url: str) -> Iterator[tuple[str, str]]:
         server.wait(timeout=10)
 
 
+DEPENDENCY_CODES = {"temporal_unavailable", "webhooks_disabled"}
 #: Generated requests per operation and backend; bounded to keep CI time in check.
 EXAMPLES_PER_OPERATION = 20
 
@@ -75,7 +76,10 @@ def test_no_request_gets_a_server_error(api_server: tuple[str, str]) -> None:
         @given(case=operation.as_strategy())
         def no_server_error(case: schemathesis.Case) -> None:
             response = case.call(base_url=base, headers=headers)
-            assert response.status_code < 500, (
+            # This server has no Temporal and no Stripe webhook secret: the two documented 503s
+            # say so (a dependency is missing), anything else from 500 up is a bug.
+            unavailable = response.status_code == 503 and response.json().get("code") in DEPENDENCY_CODES
+            assert response.status_code < 500 or unavailable, (
                 f"{case.method} {case.formatted_path} answered {response.status_code}: {response.text[:500]}"
             )
 

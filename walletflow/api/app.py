@@ -2,27 +2,42 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
 
 from walletflow import __version__
 from walletflow.api import problems
 from walletflow.api.deps import Services
-from walletflow.api.routers import assets, authorizations, catalog, customers, events, reports
+from walletflow.api.routers import (
+    assets,
+    authorizations,
+    catalog,
+    customers,
+    events,
+    reports,
+    topups,
+)
 from walletflow.auth.service import ApiKeys
 from walletflow.catalog.service import Catalog
-from walletflow.db.engine import create_engine
+from walletflow.db.engine import create_engine, dispose
 from walletflow.errors import ValidationError
 from walletflow.ledger.service import Ledger
+from walletflow.payments.service import TopUps
+from walletflow.settings import Settings, get_settings
 from walletflow.usage.service import Usage
 
 
-def build_services(engine: AsyncEngine) -> Services:
+def build_services(engine: AsyncEngine, settings: Settings | None = None) -> Services:
     catalog = Catalog(engine)
-    return Services(engine=engine, ledger=Ledger(engine), keys=ApiKeys(engine), catalog=catalog, usage=Usage(engine, catalog))
+    return Services(
+        engine=engine, ledger=Ledger(engine), keys=ApiKeys(engine), catalog=catalog, usage=Usage(engine, catalog),
+        topups=TopUps(engine), settings=settings or get_settings(),
+    )
 
 
 async def refuse_nul_characters(request: Request) -> None:
@@ -34,17 +49,20 @@ async def refuse_nul_characters(request: Request) -> None:
         raise ValidationError("text must not contain NUL characters")
 
 
-def create_app(engine: AsyncEngine | None = None) -> FastAPI:
+def create_app(
+    engine: AsyncEngine | None = None, *, settings: Settings | None = None, temporal_client: Client | None = None
+) -> FastAPI:
     """Build the app. Given an engine (tests), the caller owns it; otherwise the app makes one
-    from the settings and disposes of it at shutdown."""
+    from the settings and disposes of it at shutdown. The Temporal client is made on first use
+    (most endpoints never need it) unless one is given."""
     owns_engine = engine is None
-    services = build_services(engine or create_engine())
+    services = build_services(engine or create_engine(settings=settings), settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         if owns_engine:
-            await services.engine.dispose()
+            await dispose(services.engine)
 
     app = FastAPI(
         title="walletflow",
@@ -54,8 +72,12 @@ def create_app(engine: AsyncEngine | None = None) -> FastAPI:
         dependencies=[Depends(refuse_nul_characters)],
     )
     app.state.services = services
+    app.state.temporal_client = temporal_client
+    app.state.temporal_lock = asyncio.Lock()
     problems.install(app)
-    for router in (assets.router, customers.router, catalog.router, events.router, authorizations.router, reports.router):
+    routers = (assets.router, customers.router, catalog.router, events.router, authorizations.router, reports.router,
+               topups.router)
+    for router in routers:
         app.include_router(router, prefix="/v1")
 
     @app.get("/healthz", include_in_schema=False)

@@ -13,6 +13,8 @@ from walletflow.auth.service import ApiKeyInfo, ApiKeys
 from walletflow.catalog.service import Catalog
 from walletflow.errors import Forbidden, Unauthorized, ValidationError
 from walletflow.ledger.service import Ledger
+from walletflow.payments.service import TopUps
+from walletflow.settings import Settings
 from walletflow.usage.service import Usage
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `walletflow apikey create`.")
@@ -27,6 +29,8 @@ class Services:
     keys: ApiKeys
     catalog: Catalog
     usage: Usage
+    topups: TopUps
+    settings: Settings
 
 
 def services(request: Request) -> Services:

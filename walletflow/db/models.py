@@ -3,4 +3,5 @@
 import walletflow.auth.models  # noqa: F401
 import walletflow.catalog.models  # noqa: F401
 import walletflow.ledger.models  # noqa: F401
+import walletflow.payments.models  # noqa: F401
 import walletflow.usage.models  # noqa: F401

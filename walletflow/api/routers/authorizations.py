@@ -10,8 +10,8 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
 from walletflow.api.deps import IdempotencyHeader, ServicesDep, idempotency_key, require
-from walletflow.ledger.schemas import MAX_AMOUNT, HoldInfo
 from walletflow.db.types import utcnow
+from walletflow.ledger.schemas import MAX_AMOUNT, HoldInfo
 from walletflow.ledger.service import MAX_HOLD_TTL_S
 from walletflow.usage.schemas import CaptureEventIn
 from walletflow.usage.service import capture_recorder

@@ -1,0 +1,1 @@
+"""Payments: top-ups paid through Stripe, their records and the Stripe gateway. No Temporal here."""

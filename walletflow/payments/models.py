@@ -1,0 +1,82 @@
+"""Top-up and Stripe event tables.
+
+A top-up is credited **or** refunded, never both: ``credit_transaction_id`` and
+``refund_requested_at`` exclude each other by a check constraint, and both are set by guarded
+UPDATEs (``... WHERE the other IS NULL``), so two racing settlements cannot both win.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from walletflow.db.base import Base
+from walletflow.db.types import Money, UTCDateTime, utcnow
+from walletflow.ledger.models import Json
+
+TOP_UP_STATUSES = (
+    "initiated", "awaiting_payment", "scoring", "in_review", "succeeded", "failed", "rejected", "refunded",
+)
+
+
+class TopUp(Base):
+    """Money a customer pays through Stripe into one of their wallets."""
+
+    __tablename__ = "top_ups"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id"))
+    #: Charged amount, in minor units of ``currency``.
+    amount: Mapped[int] = mapped_column(Money)
+    #: ISO currency charged through Stripe, upper case (``USD``).
+    currency: Mapped[str] = mapped_column(String(3))
+    #: Wallet asset credited.
+    asset: Mapped[str] = mapped_column(ForeignKey("assets.code"))
+    mode: Mapped[str] = mapped_column(String(16))  # payment_intent | checkout
+    status: Mapped[str] = mapped_column(String(16), default="initiated")
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    #: SHA-256 of the canonical request, to tell a retry from a reused key.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    workflow_id: Mapped[str] = mapped_column(String(255))
+    #: The ledger credit that paid this top-up into the wallet (set once, never with a refund).
+    credit_transaction_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    #: When a refund was claimed; from then on the top-up can never be credited.
+    refund_requested_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    stripe_refund_id: Mapped[str | None] = mapped_column(String(255))
+    #: 0-100 from the risk scorer.
+    risk_score: Mapped[int | None] = mapped_column(Integer)
+    risk_decision: Mapped[str | None] = mapped_column(String(16))  # approve | review | reject
+    risk_reasons: Mapped[list[Any] | None] = mapped_column(Json)
+    #: Why the top-up failed or was refunded (machine code), if it did.
+    reason: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("mode IN ('payment_intent', 'checkout')", name="mode_valid"),
+        CheckConstraint(
+            "status IN (" + ", ".join(f"'{s}'" for s in TOP_UP_STATUSES) + ")", name="status_valid"
+        ),
+        CheckConstraint(
+            "credit_transaction_id IS NULL OR refund_requested_at IS NULL", name="credit_or_refund"
+        ),
+        Index("ix_top_ups_status_created", "status", "created_at"),
+        Index("ix_top_ups_customer_created", "customer_id", "created_at"),
+    )
+
+
+class StripeEvent(Base):
+    """Every verified Stripe webhook event, stored once by its Stripe id (the inbox)."""
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[dict[str, Any]] = mapped_column(Json)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

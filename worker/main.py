@@ -1,0 +1,75 @@
+"""Build and run the worker: every workflow and activity on one task queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.topups import TopUpActivities
+from walletflow.db.engine import create_engine
+from walletflow.ledger.service import Ledger
+from walletflow.payments.service import TopUps
+from walletflow.payments.stripe_gateway import StripeGateway
+from walletflow.risk.rules import RiskThresholds, RulesScorer
+from walletflow.settings import Settings, get_settings
+from walletflow.temporal_client import connect, register_search_attributes
+from workflows.topup import TopUpWorkflow
+
+log = logging.getLogger("walletflow.worker")
+
+
+def scorer_from(settings: Settings) -> RulesScorer:
+    return RulesScorer(
+        RiskThresholds(
+            review_amount=settings.risk_review_amount,
+            reject_amount=settings.risk_reject_amount,
+            history_multiple=settings.risk_history_multiple,
+            max_topups_per_hour=settings.risk_max_topups_per_hour,
+            max_failed_24h=settings.risk_max_failed_24h,
+            review_score=settings.risk_review_score,
+            reject_score=settings.risk_reject_score,
+        )
+    )
+
+
+def build_worker(client: Client, engine: AsyncEngine, settings: Settings) -> Worker:
+    """The worker with all workflows and activities; dependencies are built once, here."""
+    activities = TopUpActivities(
+        TopUps(engine), Ledger(engine), StripeGateway.from_settings(settings), scorer_from(settings), settings
+    )
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[TopUpWorkflow],
+        activities=activities.all(),
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.worker_sticky_timeout_s),
+    )
+
+
+async def run(settings: Settings | None = None) -> None:
+    """Run until SIGINT or SIGTERM, then finish in-flight activities and exit."""
+    settings = settings or get_settings()
+    client = await connect(settings)
+    await register_search_attributes(client, settings.temporal_namespace)
+    engine = create_engine(settings=settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with build_worker(client, engine, settings):
+            log.info("worker running on task queue %s at %s", settings.task_queue, settings.temporal_address)
+            await stop.wait()
+    finally:
+        await engine.dispose()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(run())
