@@ -254,3 +254,19 @@ async def test_ledger_rows_cannot_be_updated_or_deleted(
             async with engine.begin() as conn:
                 await conn.execute(text(statement), {"tx": tx_id})
     assert [a for _, a, _ in await entries_of(engine, posting.transaction_id)] == [100, -100]
+
+
+async def test_a_credit_retried_after_its_expiry_replays_instead_of_failing(
+    engine: AsyncEngine, usd: str, customer: uuid.UUID
+) -> None:
+    """Found by the state machine: the clock check used to run before the idempotency check."""
+    clock = FakeClock()
+    ledger = Ledger(engine, clock=clock)
+    key = f"g-{uuid.uuid4()}"
+    expires = clock.now + dt.timedelta(hours=1)
+    first = await ledger.credit(customer, usd, 100, key, expires_at=expires)
+    clock.advance(hours=2)
+    again = await ledger.credit(customer, usd, 100, key, expires_at=expires)
+    assert again.replayed and again.transaction_id == first.transaction_id
+    with pytest.raises(ValidationError):  # a new credit that is already expired is still refused
+        await ledger.credit(customer, usd, 100, f"g-{uuid.uuid4()}", expires_at=expires)

@@ -333,16 +333,18 @@ class Ledger:
         async def work(conn: AsyncConnection) -> Posting:
             now = self.clock()
             starts = effective_at or now
-            if expires_at is not None and expires_at <= starts:
-                raise ValidationError("expires_at must be after the grant becomes effective", field="expires_at")
             account_id = await self._customer_account(conn, customer_id, asset)
             counter_id = await self._system_account(conn, counter, asset)
             account = await repo.lock_account(conn, account_id)
+            # A retry replays the original even if time has since passed its expiry: the
+            # idempotency check comes before any check against the clock.
             existing = await repo.get_grant_by_key(conn, idempotency_key)
             if existing is not None:
                 return await _replay_credit(conn, existing, digest)
             if await repo.get_transaction_by_key(conn, idempotency_key) is not None:
                 raise _conflict(idempotency_key)  # the key was used by a debit or a capture
+            if expires_at is not None and expires_at <= starts:
+                raise ValidationError("expires_at must be after the grant becomes effective", field="expires_at")
             grant = {
                 "id": uuid.uuid4(), "account_id": account_id, "source": source, "priority": priority,
                 "amount": amount, "remaining": amount, "effective_at": starts, "expires_at": expires_at,
