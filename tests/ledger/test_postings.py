@@ -270,3 +270,18 @@ async def test_a_credit_retried_after_its_expiry_replays_instead_of_failing(
     assert again.replayed and again.transaction_id == first.transaction_id
     with pytest.raises(ValidationError):  # a new credit that is already expired is still refused
         await ledger.credit(customer, usd, 100, f"g-{uuid.uuid4()}", expires_at=expires)
+
+
+async def test_an_overdraft_limit_cannot_drop_below_the_current_debt(
+    ledger: Ledger, usd: str, customer: uuid.UUID
+) -> None:
+    """Found by the state machine: lowering the limit under the debt broke available >= -limit."""
+    await ledger.set_overdraft_limit(customer, usd, 100)
+    await ledger.debit(customer, usd, 60, f"d-{uuid.uuid4()}")
+    with pytest.raises(ValidationError):
+        await ledger.set_overdraft_limit(customer, usd, 59)
+    with pytest.raises(ValidationError):
+        await ledger.update_customer(customer, insufficient_balance="reject")  # policy limit 0
+    assert (await ledger.balance(customer, usd)).overdraft_limit == 100
+    await ledger.set_overdraft_limit(customer, usd, 60)  # exactly the debt is fine
+    assert (await ledger.audit()).ok

@@ -184,11 +184,13 @@ class Ledger:
             if customer is None:
                 raise NotFound(f"customer {customer_id} not found")
             # Lock the wallets before changing their limits (same lock order as every posting).
-            for account in await repo.list_customer_accounts(conn, customer_id):
-                await repo.lock_account(conn, account.id)
+            wallets = [await repo.lock_account(conn, a.id) for a in await repo.list_customer_accounts(conn, customer_id)]
             await repo.update_customer(conn, customer_id, {**changes, "updated_at": self.clock()})
             updated = await repo.get_customer(conn, customer_id)
-            await repo.set_customer_overdraft(conn, customer_id, postings.effective_overdraft(updated))
+            limit = postings.effective_overdraft(updated)
+            for wallet in wallets:
+                _ensure_limit_covers_debt(wallet, limit)
+            await repo.set_customer_overdraft(conn, customer_id, limit)
             return customer_info(updated)
 
         return await self._run(work)
@@ -261,7 +263,7 @@ class Ledger:
 
         async def work(conn: AsyncConnection) -> Balance:
             account_id = await self._customer_account(conn, customer_id, asset)
-            await repo.lock_account(conn, account_id)
+            _ensure_limit_covers_debt(await repo.lock_account(conn, account_id), limit)
             await repo.set_overdraft_limit(conn, account_id, limit)
             return _balance(await repo.lock_account(conn, account_id))
 
@@ -740,6 +742,17 @@ class Ledger:
 
 
 # --- module helpers (no state of their own) ---------------------------------------------------
+
+
+def _ensure_limit_covers_debt(account: Row[Any], limit: int) -> None:
+    """A wallet already deeper in overdraft than ``limit`` keeps its limit until it is repaid:
+    lowering it would leave ``available`` below ``-overdraft_limit``."""
+    debt = -(account.posted - account.held)
+    if debt > limit:
+        raise ValidationError(
+            f"the {account.asset} wallet is {debt} into its overdraft; the limit cannot go below that until it is repaid",
+            field="overdraft_limit",
+        )
 
 
 def _conflict(key: str) -> IdempotencyConflict:
