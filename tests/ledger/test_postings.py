@@ -285,3 +285,20 @@ async def test_an_overdraft_limit_cannot_drop_below_the_current_debt(
     assert (await ledger.balance(customer, usd)).overdraft_limit == 100
     await ledger.set_overdraft_limit(customer, usd, 60)  # exactly the debt is fine
     assert (await ledger.audit()).ok
+
+
+async def test_a_debit_cannot_take_the_key_of_a_scheduled_credit(
+    engine: AsyncEngine, usd: str, customer: uuid.UUID
+) -> None:
+    """Found by the state machine: the debit took the key, and activating the credit later failed
+    on every sweep, blocking every grant due after it."""
+    clock = FakeClock()
+    ledger = Ledger(engine, clock=clock)
+    await ledger.credit(customer, usd, 100, f"seed-{uuid.uuid4()}")
+    key = f"k-{uuid.uuid4()}"
+    scheduled = await ledger.credit(customer, usd, 50, key, effective_at=clock.now + dt.timedelta(hours=1))
+    with pytest.raises(IdempotencyConflict):
+        await ledger.debit(customer, usd, 10, key)
+    clock.advance(hours=2)
+    assert [p.grant_id for p in await ledger.activate_grants()] == [scheduled.grant_id]
+    assert (await ledger.balance(customer, usd)).posted == 150

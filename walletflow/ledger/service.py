@@ -425,6 +425,8 @@ class Ledger:
             existing = await repo.get_transaction_by_key(conn, idempotency_key)
             if existing is not None:
                 return await _replay_debit(conn, existing, digest, amount)
+            if await repo.get_grant_by_key(conn, idempotency_key) is not None:
+                raise _conflict(idempotency_key)  # a credit's key, possibly still scheduled
             if account.customer_status == "frozen":
                 raise WalletFrozen(f"wallet of customer {customer_id} is frozen")
             account = await postings.ensure_spendable_now(conn, account, amount, now)
@@ -612,6 +614,8 @@ class Ledger:
                 if existing.request_hash != digest:
                     raise _conflict(key)
                 return hold_info(hold, replayed=True)
+            if await repo.get_grant_by_key(conn, key) is not None:
+                raise _conflict(key)  # a credit's key, possibly still scheduled
             if hold.status == "captured" and hold.captured_amount == amount == 0:
                 return hold_info(hold, replayed=True)
             if hold.status != "pending":

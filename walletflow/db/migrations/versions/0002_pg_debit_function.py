@@ -139,6 +139,12 @@ BEGIN
         RETURN;
     END IF;
 
+    -- A credit still scheduled holds its key on the grant alone until it is posted.
+    IF EXISTS (SELECT 1 FROM credit_grants g WHERE g.idempotency_key = p_key) THEN
+        RETURN QUERY SELECT 'conflict'::text, NULL::uuid, NULL::jsonb, NULL::bigint;
+        RETURN;
+    END IF;
+
     SELECT c.status INTO v_customer_status FROM customers c WHERE c.id = p_customer_id;
     IF v_customer_status = 'frozen' THEN
         RETURN QUERY SELECT 'frozen'::text, NULL::uuid, NULL::jsonb, NULL::bigint;
