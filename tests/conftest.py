@@ -14,6 +14,8 @@ from walletflow.db.engine import create_engine, dispose
 from walletflow.db.migrate import upgrade_async
 from walletflow.ledger.service import Ledger
 
+pytest_plugins = ["tests.services"]
+
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session", params=BACKENDS)
 async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from activities.topups import TopUpActivities
-from tests.payments.conftest import Stack
+from tests.services import Stack
 from walletflow.payments.contracts import RefundRequest, TopUpRef
 from worker.main import scorer_from
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.payments.conftest import Stack
+from tests.services import Stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 REPO = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from tests.payments.conftest import Stack, free_port, start
+from tests.services import Stack, free_port, start
 from walletflow.payments import repository
 from workflows.topup import TopUpWorkflow
 

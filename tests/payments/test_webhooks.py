@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from tests.payments.conftest import WEBHOOK_SECRET, Stack, start
+from tests.services import WEBHOOK_SECRET, Stack, start
 from walletflow.payments.repository import stripe_events
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.payments.conftest import Stack, start
+from tests.services import Stack, start
 from workflows.topup import TopUpWorkflow
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

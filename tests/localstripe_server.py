@@ -1,12 +1,13 @@
-"""localstripe with one test-only extension: ``GET /v1/payment_intents?customer=``.
+"""localstripe with test-only extensions: ``GET /v1/payment_intents?customer=`` and an in-memory store.
 
 Real Stripe filters PaymentIntents by customer; localstripe 1.15 answers 400 "Unexpected
 customer". The gateway relies on the filter to find a PaymentIntent an interrupted attempt
 created, so the tests add it here, with Stripe's semantics, instead of weakening the gateway.
 
-Run as ``python -m tests.payments.localstripe_server --port N --from-scratch``. localstripe
-writes its store to the fixed path ``/tmp/localstripe.pickle`` on every write, so never run two
-of these at once.
+Run as ``python -m tests.localstripe_server --port N --from-scratch``. Stock
+localstripe pickles its whole store to the fixed path ``/tmp/localstripe.pickle`` on every
+write: two servers would overwrite each other's store, and each call slows down as the store
+grows. The tests never restart it, so the store is kept in memory only.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ def _list_payment_intents(cls: Any, url: str, customer: str | None = None, limit
 
 
 resources.PaymentIntent._api_list_all = classmethod(_list_payment_intents)  # type: ignore[method-assign,assignment]
+resources.Store.try_load_from_disk = lambda self: None  # type: ignore[method-assign]
+resources.Store.dump_to_disk = lambda self: None  # type: ignore[method-assign]
 
 # Imported after the patch: the server binds each route to the class method at import time.
 from localstripe.server import start
