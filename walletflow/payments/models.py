@@ -80,3 +80,53 @@ class StripeEvent(Base):
     type: Mapped[str] = mapped_column(String(100))
     payload: Mapped[dict[str, Any]] = mapped_column(Json)
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TopUpRefund(Base):
+    """Money given back from a credited top-up: a Stripe refund plus the matching wallet debit.
+
+    Created by ``POST /v1/top-ups/{id}/refund`` (all or part of the top-up). The wallet debit is
+    taken first, under the refund's own idempotency key, and only then is Stripe asked to pay
+    the money back, so a customer can never keep both the credit and the refund.
+    """
+
+    __tablename__ = "top_up_refunds"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    top_up_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("top_ups.id"))
+    amount: Mapped[int] = mapped_column(Money)
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | succeeded
+    reason: Mapped[str | None] = mapped_column(String(64))
+    debit_transaction_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    stripe_refund_id: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("status IN ('pending', 'succeeded')", name="status_valid"),
+        Index("ix_top_up_refunds_top_up_id", "top_up_id"),
+    )
+
+
+class TopUpDispute(Base):
+    """A Stripe dispute (chargeback) on a top-up's payment: the wallet is frozen and the
+    disputed amount clawed back through the ledger, once per Stripe dispute id."""
+
+    __tablename__ = "top_up_disputes"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)  # Stripe's dispute id
+    top_up_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("top_ups.id"))
+    customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id"))
+    amount: Mapped[int] = mapped_column(Money)
+    currency: Mapped[str] = mapped_column(String(3))
+    stripe_reason: Mapped[str | None] = mapped_column(String(64))
+    clawback_transaction_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        Index("ix_top_up_disputes_customer_id", "customer_id"),
+    )

@@ -1,0 +1,1 @@
+"""Outbound notifications to the platform: the event outbox and signed webhook delivery."""
