@@ -64,7 +64,7 @@ class TopUpActivities:
     @activity.defn(name="topup.create_payment")
     async def create_payment(self, ref: TopUpRef) -> PaymentCreated:
         """Create the top-up's PaymentIntent, or find the one an earlier attempt created."""
-        async with _business_errors():
+        async with business_errors():
             top_up = await self.top_ups.get(uuid.UUID(ref.top_up_id))
             if top_up.stripe_payment_intent_id is not None:
                 intent = await self.gateway.retrieve_payment_intent(top_up.stripe_payment_intent_id)
@@ -95,7 +95,7 @@ class TopUpActivities:
     @activity.defn(name="topup.check_payment")
     async def check_payment(self, ref: TopUpRef) -> PaymentCheck:
         """Ask Stripe how the payment stands (the webhook only tells us when to ask)."""
-        async with _business_errors():
+        async with business_errors():
             top_up = await self.top_ups.get(uuid.UUID(ref.top_up_id))
             intent = await self.gateway.retrieve_payment_intent(_intent_id(top_up))
             return _check(top_up, intent)
@@ -103,20 +103,20 @@ class TopUpActivities:
     @activity.defn(name="topup.cancel_payment")
     async def cancel_payment(self, ref: TopUpRef) -> PaymentCheck:
         """Cancel the PaymentIntent so it can take no money; reports a payment that won the race."""
-        async with _business_errors():
+        async with business_errors():
             top_up = await self.top_ups.get(uuid.UUID(ref.top_up_id))
             intent = await self.gateway.cancel_payment_intent(_intent_id(top_up))
             return _check(top_up, intent)
 
     @activity.defn(name="topup.mark_status")
     async def mark_status(self, change: MarkStatus) -> None:
-        async with _business_errors():
+        async with business_errors():
             values = {"reason": change.reason} if change.reason is not None else {}
             await self.top_ups.transition(uuid.UUID(change.top_up_id), change.status, **values)
 
     @activity.defn(name="topup.score")
     async def score(self, ref: TopUpRef) -> RiskOutcome:
-        async with _business_errors():
+        async with business_errors():
             top_up = await self.top_ups.get(uuid.UUID(ref.top_up_id))
             result = self.scorer.score(await self.top_ups.risk_features(top_up))
             await self.top_ups.record_risk(top_up.id, result)
@@ -126,7 +126,7 @@ class TopUpActivities:
     async def credit(self, ref: TopUpRef) -> CreditOutcome:
         """Credit the paid amount as a ``paid`` grant, once, unless a refund claimed it first."""
         await self._crash_pause("before_credit")
-        async with _business_errors():
+        async with business_errors():
             top_up = await self.top_ups.get(uuid.UUID(ref.top_up_id))
             if top_up.credit_transaction_id is not None:
                 return CreditOutcome(outcome="credited", transaction_id=str(top_up.credit_transaction_id))
@@ -148,7 +148,7 @@ class TopUpActivities:
     @activity.defn(name="topup.refund")
     async def refund(self, request: RefundRequest) -> RefundOutcome:
         """Refund the payment in full through Stripe, unless the top-up was credited."""
-        async with _business_errors():
+        async with business_errors():
             top_up = await self.top_ups.claim_refund(uuid.UUID(request.top_up_id), request.reason)
             if top_up.credit_transaction_id is not None:
                 return RefundOutcome(outcome="already_credited")
@@ -186,7 +186,7 @@ def _check(top_up: TopUpInfo, intent: PaymentIntentInfo) -> PaymentCheck:
 
 
 @asynccontextmanager
-async def _business_errors() -> AsyncIterator[None]:
+async def business_errors() -> AsyncIterator[None]:
     """Turn typed business failures into non-retryable activity errors; let the rest retry."""
     try:
         yield

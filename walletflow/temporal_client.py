@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from typing import Any
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
@@ -22,13 +23,16 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from walletflow.payments.contracts import (
+    DisputeInput,
     PaymentCreated,
+    RefundRef,
     PaymentSignal,
     TopUpProgress,
     TopUpWorkflowInput,
 )
 from walletflow.payments.schemas import TopUpInfo
 from walletflow.settings import Settings, get_settings
+from workflows.refund import DisputeWorkflow, TopUpRefundWorkflow
 from workflows.topup import TopUpWorkflow
 
 log = logging.getLogger(__name__)
@@ -84,6 +88,32 @@ async def start_top_up(client: Client, top_up: TopUpInfo, settings: Settings) ->
         )
     except WorkflowAlreadyStartedError:
         return client.get_workflow_handle(top_up.workflow_id)
+
+
+async def start_refund(client: Client, refund_id: uuid.UUID, customer_id: uuid.UUID, settings: Settings) -> WorkflowHandle:
+    """Start the Stripe half of a refund whose wallet debit is committed; idempotent by refund id."""
+    return await _start_once(
+        client, TopUpRefundWorkflow.run, RefundRef(refund_id=str(refund_id)), f"topup-refund-{refund_id}",
+        customer_id, settings,
+    )
+
+
+async def start_dispute(client: Client, dispute: DisputeInput, customer_id: uuid.UUID, settings: Settings) -> WorkflowHandle:
+    """Start the claw-back of a Stripe dispute; a redelivered event finds the same workflow."""
+    return await _start_once(client, DisputeWorkflow.run, dispute, f"dispute-{dispute.dispute_id}", customer_id, settings)
+
+
+async def _start_once(client: Client, run: Any, arg: Any, workflow_id: str, customer_id: uuid.UUID,
+                      settings: Settings) -> WorkflowHandle:
+    try:
+        return await client.start_workflow(
+            run, arg, id=workflow_id, task_queue=settings.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=TypedSearchAttributes([SearchAttributePair(CUSTOMER_ID, str(customer_id))]),
+        )
+    except WorkflowAlreadyStartedError:
+        return client.get_workflow_handle(workflow_id)
 
 
 async def payment_details(handle: WorkflowHandle, wait_s: float) -> PaymentCreated | None:

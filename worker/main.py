@@ -11,14 +11,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.refunds import RefundActivities
 from activities.topups import TopUpActivities
 from walletflow.db.engine import create_engine
 from walletflow.ledger.service import Ledger
+from walletflow.payments.refunds import Refunds
 from walletflow.payments.service import TopUps
 from walletflow.payments.stripe_gateway import StripeGateway
 from walletflow.risk.rules import RiskThresholds, RulesScorer
 from walletflow.settings import Settings, get_settings
 from walletflow.temporal_client import connect, register_search_attributes
+from workflows.refund import DisputeWorkflow, TopUpRefundWorkflow
 from workflows.topup import TopUpWorkflow
 
 log = logging.getLogger("walletflow.worker")
@@ -40,14 +43,14 @@ def scorer_from(settings: Settings) -> RulesScorer:
 
 def build_worker(client: Client, engine: AsyncEngine, settings: Settings) -> Worker:
     """The worker with all workflows and activities; dependencies are built once, here."""
-    activities = TopUpActivities(
-        TopUps(engine), Ledger(engine), StripeGateway.from_settings(settings), scorer_from(settings), settings
-    )
+    ledger, top_ups, gateway = Ledger(engine), TopUps(engine), StripeGateway.from_settings(settings)
+    top_up_activities = TopUpActivities(top_ups, ledger, gateway, scorer_from(settings), settings)
+    refund_activities = RefundActivities(Refunds(engine, ledger), top_ups, gateway)
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[TopUpWorkflow],
-        activities=activities.all(),
+        workflows=[TopUpWorkflow, TopUpRefundWorkflow, DisputeWorkflow],
+        activities=[*top_up_activities.all(), *refund_activities.all()],
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.worker_sticky_timeout_s),
     )
 

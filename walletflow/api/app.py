@@ -19,6 +19,7 @@ from walletflow.api.routers import (
     catalog,
     customers,
     events,
+    refunds,
     reports,
     topups,
 )
@@ -27,16 +28,17 @@ from walletflow.catalog.service import Catalog
 from walletflow.db.engine import create_engine, dispose
 from walletflow.errors import ValidationError
 from walletflow.ledger.service import Ledger
+from walletflow.payments.refunds import Refunds
 from walletflow.payments.service import TopUps
 from walletflow.settings import Settings, get_settings
 from walletflow.usage.service import Usage
 
 
 def build_services(engine: AsyncEngine, settings: Settings | None = None) -> Services:
-    catalog = Catalog(engine)
+    catalog, ledger = Catalog(engine), Ledger(engine)
     return Services(
-        engine=engine, ledger=Ledger(engine), keys=ApiKeys(engine), catalog=catalog, usage=Usage(engine, catalog),
-        topups=TopUps(engine), settings=settings or get_settings(),
+        engine=engine, ledger=ledger, keys=ApiKeys(engine), catalog=catalog, usage=Usage(engine, catalog),
+        topups=TopUps(engine), settings=settings or get_settings(), refunds=Refunds(engine, ledger),
     )
 
 
@@ -76,7 +78,7 @@ def create_app(
     app.state.temporal_lock = asyncio.Lock()
     problems.install(app)
     routers = (assets.router, customers.router, catalog.router, events.router, authorizations.router, reports.router,
-               topups.router)
+               topups.router, refunds.router)
     for router in routers:
         app.include_router(router, prefix="/v1")
 

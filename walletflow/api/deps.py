@@ -13,6 +13,7 @@ from walletflow.auth.service import ApiKeyInfo, ApiKeys
 from walletflow.catalog.service import Catalog
 from walletflow.errors import Forbidden, Unauthorized, ValidationError
 from walletflow.ledger.service import Ledger
+from walletflow.payments.refunds import Refunds
 from walletflow.payments.service import TopUps
 from walletflow.settings import Settings
 from walletflow.usage.service import Usage
@@ -31,6 +32,7 @@ class Services:
     usage: Usage
     topups: TopUps
     settings: Settings
+    refunds: Refunds
 
 
 def services(request: Request) -> Services:

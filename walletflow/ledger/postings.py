@@ -35,12 +35,18 @@ async def ensure_spendable_now(conn: AsyncConnection, account: Row[Any], amount:
     """
     if account.posted - account.held - amount >= -account.overdraft_limit:
         return account
-    released = await repo.expire_due_holds_of(conn, account.id, now)
-    if released:
-        await repo.change_balance(conn, account.id, 0, -released)
-        account = await repo.lock_account(conn, account.id)
+    account = await release_expired_holds(conn, account, now)
     ensure_spendable(account, amount)
     return account
+
+
+async def release_expired_holds(conn: AsyncConnection, account: Row[Any], now: dt.datetime) -> Row[Any]:
+    """Release the locked ``account``'s holds that are past their expiry; returns the account as it now is."""
+    released = await repo.expire_due_holds_of(conn, account.id, now)
+    if not released:
+        return account
+    await repo.change_balance(conn, account.id, 0, -released)
+    return await repo.lock_account(conn, account.id)
 
 
 def ensure_spendable(account: Row[Any], amount: int) -> None:

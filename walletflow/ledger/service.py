@@ -398,8 +398,13 @@ class Ledger:
         kind: str = "usage",
         counter: str = REVENUE,
         metadata: dict[str, Any] | None = None,
+        also: Callable[[AsyncConnection, Posting], Awaitable[None]] | None = None,
     ) -> Posting:
         """Take ``amount`` from a wallet, drawing grants in consumption order.
+
+        ``also`` runs in the debit's own transaction, after it, only when the debit is performed
+        (as in :meth:`credit`). A debit with ``also`` takes the SQLAlchemy path on PostgreSQL too:
+        the one-statement server-side debit has no place to run the caller's writes.
 
         Raises:
             InsufficientFunds: available balance (plus any overdraft limit) is short.
@@ -412,7 +417,7 @@ class Ledger:
             "debit", customer_id=customer_id, asset=asset, amount=amount, kind=kind,
             counter=counter, metadata=metadata,
         )
-        if self._server_side:
+        if self._server_side and also is None:
             return await self._debit_server_side(
                 customer_id, asset, amount, idempotency_key, digest, kind, counter, metadata
             )
@@ -433,7 +438,61 @@ class Ledger:
             tx_id, draws = await postings.post_spend(
                 conn, account, amount, idempotency_key, digest, kind, counter_id, metadata, now
             )
-            return Posting(tx_id, idempotency_key, amount, False, draws=draws)
+            posting = Posting(tx_id, idempotency_key, amount, False, draws=draws)
+            if also is not None:
+                await also(conn, posting)
+            return posting
+
+        return await self._run(work)
+
+    async def claw_back(
+        self,
+        customer_id: uuid.UUID,
+        asset: str,
+        amount: int,
+        idempotency_key: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        also: Callable[[AsyncConnection, Posting], Awaitable[None]] | None = None,
+    ) -> Posting:
+        """Take back up to ``amount`` of money a payment dispute (chargeback) took from us.
+
+        Unlike :meth:`debit` it works on a frozen wallet (a dispute freezes it) and never fails
+        for a short balance: it takes what the wallet can spend (available plus any overdraft
+        limit) up to ``amount``, so the wallet still never goes below its limit. The returned
+        posting's ``amount`` is what was taken (0 without a transaction when nothing was there);
+        the rest is the platform's loss, for the caller to record. ``also`` runs in the same
+        transaction, only when the claw-back is performed.
+        """
+        check_amount(amount)
+        check_key(idempotency_key)
+        metadata = metadata or {}
+        digest = request_hash("claw_back", customer_id=customer_id, asset=asset, amount=amount, metadata=metadata)
+
+        async def work(conn: AsyncConnection) -> Posting:
+            now = self.clock()
+            account_id = await self._customer_account(conn, customer_id, asset)
+            counter_id = await self._system_account(conn, CLEARING, asset)
+            account = await repo.lock_account(conn, account_id)
+            existing = await repo.get_transaction_by_key(conn, idempotency_key)
+            if existing is not None:
+                replay = await _replay_debit(conn, existing, digest, 0)
+                return dataclasses.replace(replay, amount=sum(d.amount for d in replay.draws))
+            if await repo.get_grant_by_key(conn, idempotency_key) is not None:
+                raise _conflict(idempotency_key)
+            # Expired holds must not shield money from the claw-back.
+            account = await postings.release_expired_holds(conn, account, now)
+            spendable = account.posted - account.held + account.overdraft_limit
+            taken = max(0, min(amount, spendable))
+            posting = Posting(None, idempotency_key, 0, False)
+            if taken > 0:
+                tx_id, draws = await postings.post_spend(
+                    conn, account, taken, idempotency_key, digest, "clawback", counter_id, metadata, now
+                )
+                posting = Posting(tx_id, idempotency_key, taken, False, draws=draws)
+            if also is not None:
+                await also(conn, posting)
+            return posting
 
         return await self._run(work)
 

@@ -99,3 +99,37 @@ class TopUpProgress(BaseModel):
     reason: str | None = None
     #: The operator's note with a review decision.
     review_note: str | None = None
+
+
+class RefundRef(BaseModel):
+    """Input of ``TopUpRefundWorkflow`` (``topup-refund-{refund_id}``)."""
+
+    refund_id: str
+
+
+class RefundFailure(BaseModel):
+    refund_id: str
+    reason: str
+
+
+class RefundProgress(BaseModel):
+    #: ``succeeded``: Stripe refunded it; ``failed``: Stripe refused and the wallet got the money back.
+    status: Literal["pending", "succeeded", "failed"]
+    stripe_refund_id: str | None = None
+    failure_reason: str | None = None
+
+
+class DisputeInput(BaseModel):
+    """Input of ``DisputeWorkflow`` (``dispute-{dispute_id}``), from a ``charge.dispute.created`` event."""
+
+    dispute_id: str
+    top_up_id: str
+    amount: int
+    currency: str
+    reason: str | None = None
+
+
+class DisputeOutcome(BaseModel):
+    clawed_back: int
+    unrecovered: int
+    transaction_id: str | None = None

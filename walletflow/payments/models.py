@@ -42,6 +42,9 @@ class TopUp(Base):
     #: SHA-256 of the canonical request, to tell a retry from a reused key.
     request_hash: Mapped[str] = mapped_column(String(64))
     stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    #: Mode ``checkout``: the Checkout Session the customer pays on (its PaymentIntent is known
+    #: only once the customer has paid).
+    stripe_checkout_session_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     workflow_id: Mapped[str] = mapped_column(String(255))
     #: The ledger credit that paid this top-up into the wallet (set once, never with a refund).
     credit_transaction_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
@@ -97,16 +100,20 @@ class TopUpRefund(Base):
     amount: Mapped[int] = mapped_column(Money)
     idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
     request_hash: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | succeeded
+    #: pending (wallet debited, Stripe not yet done) -> succeeded | failed (Stripe refused for
+    #: good; the debit was reversed by ``reversal_transaction_id``).
+    status: Mapped[str] = mapped_column(String(16), default="pending")
     reason: Mapped[str | None] = mapped_column(String(64))
     debit_transaction_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     stripe_refund_id: Mapped[str | None] = mapped_column(String(255))
+    reversal_transaction_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    failure_reason: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
-        CheckConstraint("status IN ('pending', 'succeeded')", name="status_valid"),
+        CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status_valid"),
         Index("ix_top_up_refunds_top_up_id", "top_up_id"),
     )
 
@@ -124,6 +131,10 @@ class TopUpDispute(Base):
     currency: Mapped[str] = mapped_column(String(3))
     stripe_reason: Mapped[str | None] = mapped_column(String(64))
     clawback_transaction_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    #: Taken back from the wallet (at most ``amount``: never below the wallet's overdraft limit).
+    clawed_back: Mapped[int] = mapped_column(Money, default=0)
+    #: The part the wallet could not cover: the platform's loss, reported to the operator.
+    unrecovered: Mapped[int] = mapped_column(Money, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (

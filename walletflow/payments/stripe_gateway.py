@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 #: The metadata key that ties a Stripe object to its walletflow top-up.
 TOP_UP_METADATA_KEY = "walletflow_top_up_id"
+#: The metadata key that ties a Stripe refund to its walletflow refund (refunds of credited top-ups).
+REFUND_METADATA_KEY = "walletflow_refund_id"
 #: Bound on how many PaymentIntents of one customer we page through looking for a lost one.
 MAX_LOOKUP = 1000
 
@@ -148,6 +150,20 @@ class StripeGateway:
             return existing
         refund = await self.client.v1.refunds.create_async(
             params={"payment_intent": payment_intent_id}, options={"idempotency_key": idempotency_key}
+        )
+        return RefundInfo(refund.id, refund.status or "pending", refund.amount)
+
+    async def refund_part(self, payment_intent_id: str, amount: int, refund_id: str, idempotency_key: str) -> RefundInfo:
+        """Refund ``amount`` of a payment for walletflow refund ``refund_id``, unless Stripe already
+        has a refund carrying that id (an earlier attempt that crashed before we recorded it)."""
+        page = await self.client.v1.refunds.list_async(params={"payment_intent": payment_intent_id, "limit": 100})
+        for refund in page.data:
+            raw = refund.to_dict()
+            if (raw.get("metadata") or {}).get(REFUND_METADATA_KEY) == refund_id and raw.get("status") != "failed":
+                return RefundInfo(raw["id"], raw.get("status") or "pending", raw["amount"])
+        refund = await self.client.v1.refunds.create_async(
+            params={"payment_intent": payment_intent_id, "amount": amount, "metadata": {REFUND_METADATA_KEY: refund_id}},
+            options={"idempotency_key": idempotency_key},
         )
         return RefundInfo(refund.id, refund.status or "pending", refund.amount)
 

@@ -25,7 +25,7 @@ from walletflow.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, e
 from walletflow.errors import ValidationError, WalletflowError
 from walletflow.ledger.schemas import MAX_AMOUNT
 from walletflow.payments.stripe_gateway import StripeGateway
-from walletflow.payments.contracts import PaymentSignal
+from walletflow.payments.contracts import DisputeInput, PaymentSignal
 from walletflow.payments.schemas import TopUpInfo
 from walletflow.payments.stripe_gateway import TOP_UP_METADATA_KEY
 
@@ -220,7 +220,32 @@ async def stripe_webhook(request: Request, services: ServicesDep) -> dict[str, A
     new = await services.topups.store_event(event["id"], event["type"], event)
     if new and event["type"].startswith("payment_intent."):
         await _wake_top_up(request, services, event)
+    if event["type"] == "charge.dispute.created":
+        # Also for a redelivered event: if the first delivery could not start the claw-back,
+        # answering 503 below made Stripe deliver it again, and starting is idempotent.
+        await _start_dispute(request, services, event)
     return {"received": True, "duplicate": not new}
+
+
+async def _start_dispute(request: Request, services: ServicesDep, event: dict[str, Any]) -> None:
+    dispute = (event.get("data") or {}).get("object") or {}
+    intent_id, dispute_id, amount = dispute.get("payment_intent"), dispute.get("id"), dispute.get("amount")
+    if not (isinstance(intent_id, str) and isinstance(dispute_id, str) and isinstance(amount, int) and amount > 0):
+        log.warning("dispute event %s lacks its payment_intent, id or amount; ignored", event["id"])
+        return
+    top_up = await services.topups.find_by_payment_intent(intent_id)
+    if top_up is None:
+        return  # a payment that is not a walletflow top-up
+    params = DisputeInput(
+        dispute_id=dispute_id, top_up_id=str(top_up.id), amount=amount,
+        currency=str(dispute.get("currency") or top_up.currency), reason=dispute.get("reason"),
+    )
+    try:
+        client = await temporal_client(request)
+        await temporal.start_dispute(client, params, top_up.customer_id, services.settings)
+    except (RuntimeError, RPCError) as exc:
+        # Unlike a payment, a dispute has no polling fallback: make Stripe deliver it again.
+        raise TemporalUnavailable("the dispute could not be handled now; Stripe will retry") from exc
 
 
 async def _wake_top_up(request: Request, services: ServicesDep, event: dict[str, Any]) -> None:
