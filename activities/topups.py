@@ -63,9 +63,12 @@ class TopUpActivities:
 
     @activity.defn(name="topup.create_payment")
     async def create_payment(self, ref: TopUpRef) -> PaymentCreated:
-        """Create the top-up's PaymentIntent, or find the one an earlier attempt created."""
+        """Create the top-up's PaymentIntent (or Checkout Session), or find the one an earlier
+        attempt created."""
         async with business_errors():
             top_up = await self.top_ups.get(uuid.UUID(ref.top_up_id))
+            if top_up.mode == "checkout":
+                return await self._create_checkout(top_up)
             if top_up.stripe_payment_intent_id is not None:
                 intent = await self.gateway.retrieve_payment_intent(top_up.stripe_payment_intent_id)
             else:
@@ -80,6 +83,35 @@ class TopUpActivities:
             if top_up.status == "initiated":
                 await self.top_ups.transition(top_up.id, "awaiting_payment")
             return PaymentCreated(payment_intent_id=intent.id)
+
+    async def _create_checkout(self, top_up: TopUpInfo) -> PaymentCreated:
+        if top_up.stripe_checkout_session_id is not None:
+            session_id = top_up.stripe_checkout_session_id
+        else:
+            customer = await self._stripe_customer(top_up)
+            found = await self.gateway.find_checkout_session(customer, str(top_up.id))
+            session = found or await self.gateway.create_checkout_session(
+                amount=top_up.amount, currency=top_up.currency, customer=customer, top_up_id=str(top_up.id),
+                return_url=top_up.return_url or "", idempotency_key=f"topup-{top_up.id}:checkout_session",
+            )
+            session_id = session.id
+            await self.top_ups.set_checkout_session(top_up.id, session_id)
+        if top_up.status == "initiated":
+            await self.top_ups.transition(top_up.id, "awaiting_payment")
+        return PaymentCreated(checkout_session_id=session_id)
+
+    async def _current_intent(self, top_up: TopUpInfo) -> PaymentIntentInfo | None:
+        """The payment behind the top-up; for a Checkout Session, None until the customer paid
+        (then it is remembered on the top-up)."""
+        if top_up.stripe_payment_intent_id is not None:
+            return await self.gateway.retrieve_payment_intent(top_up.stripe_payment_intent_id)
+        if top_up.mode != "checkout" or top_up.stripe_checkout_session_id is None:
+            return await self.gateway.retrieve_payment_intent(_intent_id(top_up))  # raises: nothing was created
+        session = await self.gateway.retrieve_checkout_session(top_up.stripe_checkout_session_id)
+        if session.payment_intent_id is None:
+            return None
+        await self.top_ups.set_payment_intent(top_up.id, session.payment_intent_id)
+        return await self.gateway.retrieve_payment_intent(session.payment_intent_id)
 
     async def _stripe_customer(self, top_up: TopUpInfo) -> str:
         linked = await self.top_ups.stripe_customer_id(top_up.customer_id)
@@ -97,7 +129,11 @@ class TopUpActivities:
         """Ask Stripe how the payment stands (the webhook only tells us when to ask)."""
         async with business_errors():
             top_up = await self.top_ups.get(uuid.UUID(ref.top_up_id))
-            intent = await self.gateway.retrieve_payment_intent(_intent_id(top_up))
+            intent = await self._current_intent(top_up)
+            if intent is None:
+                session = await self.gateway.retrieve_checkout_session(_session_id(top_up))
+                state = "canceled" if session.status == "expired" else "pending"
+                return PaymentCheck(payment_intent_id=None, state=state)
             return _check(top_up, intent)
 
     @activity.defn(name="topup.cancel_payment")
@@ -105,6 +141,15 @@ class TopUpActivities:
         """Cancel the PaymentIntent so it can take no money; reports a payment that won the race."""
         async with business_errors():
             top_up = await self.top_ups.get(uuid.UUID(ref.top_up_id))
+            if top_up.mode == "checkout":
+                # Expire the hosted page first, so that no payment can start after we look.
+                await self.gateway.expire_checkout_session(_session_id(top_up))
+                intent = await self._current_intent(top_up)
+                if intent is None:
+                    return PaymentCheck(payment_intent_id=None, state="canceled")
+                if intent.state != "succeeded":
+                    intent = await self.gateway.cancel_payment_intent(intent.id)
+                return _check(top_up, intent)
             intent = await self.gateway.cancel_payment_intent(_intent_id(top_up))
             return _check(top_up, intent)
 
@@ -174,6 +219,12 @@ def _intent_id(top_up: TopUpInfo) -> str:
     if top_up.stripe_payment_intent_id is None:
         raise ApplicationError(f"top-up {top_up.id} has no PaymentIntent", type="NoPaymentIntent", non_retryable=True)
     return top_up.stripe_payment_intent_id
+
+
+def _session_id(top_up: TopUpInfo) -> str:
+    if top_up.stripe_checkout_session_id is None:
+        raise ApplicationError(f"top-up {top_up.id} has no Checkout Session", type="NoCheckoutSession", non_retryable=True)
+    return top_up.stripe_checkout_session_id
 
 
 def _check(top_up: TopUpInfo, intent: PaymentIntentInfo) -> PaymentCheck:

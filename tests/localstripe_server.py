@@ -1,5 +1,6 @@
 """localstripe with test-only extensions, each with Stripe's semantics: ``GET /v1/payment_intents?customer=``,
-refunds refused beyond what is left of the charge, and an in-memory store.
+refunds refused beyond what is left of the charge, Checkout Sessions (payment mode), and an
+in-memory store.
 
 Real Stripe filters PaymentIntents by customer; localstripe 1.15 answers 400 "Unexpected
 customer". The gateway relies on the filter to find a PaymentIntent an interrupted attempt
@@ -17,6 +18,7 @@ from typing import Any
 
 from localstripe import resources
 from localstripe.errors import UserError
+from localstripe.webhooks import schedule_webhook
 
 
 def _list_payment_intents(cls: Any, url: str, customer: str | None = None, limit: Any = None,
@@ -58,8 +60,93 @@ resources.Refund.__init__ = _refund_within_charge  # type: ignore[method-assign]
 resources.Store.try_load_from_disk = lambda self: None  # type: ignore[method-assign]
 resources.Store.dump_to_disk = lambda self: None  # type: ignore[method-assign]
 
-# Imported after the patch: the server binds each route to the class method at import time.
-from localstripe.server import start
+
+
+class CheckoutSession(resources.StripeObject):
+    """Checkout Sessions in ``payment`` mode, which localstripe 1.15 lacks (404), with Stripe's
+    shape: ``payment_intent`` stays null until the customer pays on the hosted page, which the
+    tests do through the test-only ``POST /_test/checkout/sessions/{id}/complete``."""
+
+    object = "checkout.session"
+    _id_prefix = "cs_test_"
+
+    def __init__(self, mode: Any = None, line_items: Any = None, customer: Any = None, success_url: Any = None,
+                 cancel_url: Any = None, client_reference_id: Any = None, metadata: Any = None,
+                 payment_intent_data: Any = None, **kwargs: Any) -> None:
+        if kwargs:
+            raise UserError(400, "Unexpected " + ", ".join(kwargs.keys()))
+        try:
+            assert mode == "payment"
+            assert isinstance(success_url, str) and success_url.startswith("http")
+            assert isinstance(line_items, list) and len(line_items) == 1
+            price = line_items[0]["price_data"]
+            amount = int(price["unit_amount"]) * int(line_items[0].get("quantity", 1))
+            currency = str(price["currency"]).lower()
+            assert amount > 0 and len(currency) == 3
+            assert customer is None or (isinstance(customer, str) and customer.startswith("cus_"))
+        except (AssertionError, KeyError, TypeError, ValueError):
+            raise UserError(400, "Bad request") from None
+        super().__init__()
+        self.mode = mode
+        self.customer = customer
+        self.success_url = success_url
+        self.cancel_url = cancel_url
+        self.client_reference_id = client_reference_id
+        self.metadata = metadata or {}
+        self._payment_intent_metadata = (payment_intent_data or {}).get("metadata") or {}
+        self.amount_total = amount
+        self.currency = currency
+        self.status = "open"
+        self.payment_status = "unpaid"
+        self.payment_intent = None
+        self.url = f"https://checkout.stripe.com/c/pay/{self.id}"
+        self.expires_at = self.created + 24 * 3600
+
+    @classmethod
+    def _api_list_all(cls, url: str, customer: str | None = None, limit: Any = None,
+                      starting_after: str | None = None, **kwargs: Any) -> Any:
+        listed = resources.StripeObject._api_list_all.__func__(cls, url, limit=limit, starting_after=starting_after, **kwargs)
+        if customer is not None:
+            listed._list = [s for s in listed._list if s.customer == customer]
+        return listed
+
+    @classmethod
+    def _api_expire(cls, id: str, **kwargs: Any) -> Any:
+        session = cls._api_retrieve(id)
+        if session.status != "open":
+            raise UserError(400, f"Only Checkout Sessions with a status of open can be expired; this one is {session.status}.")
+        session.status = "expired"
+        schedule_webhook(resources.Event("checkout.session.expired", session))
+        return session
+
+    @classmethod
+    def _api_complete(cls, id: str, payment_method: str = "pm_card_visa", **kwargs: Any) -> Any:
+        """What the customer does on the hosted page: pay with a card (test-only)."""
+        session = cls._api_retrieve(id)
+        if session.status != "open":
+            raise UserError(400, f"the session is {session.status}")
+        intent = resources.PaymentIntent(
+            amount=session.amount_total, currency=session.currency, customer=session.customer,
+            payment_method=payment_method, metadata=dict(session._payment_intent_metadata),
+        )
+        resources.PaymentIntent._api_confirm(intent.id)
+        if intent.status == "succeeded":
+            session.status, session.payment_status, session.payment_intent = "complete", "paid", intent.id
+            schedule_webhook(resources.Event("checkout.session.completed", session))
+        return session
+
+
+# Imported after the patches: the server binds each route to the class method at import time.
+from localstripe.server import api_create, api_extra, api_list_all, api_retrieve, app, start  # noqa: E402
+
+for _method, _url, _route in (
+    ("POST", "/v1/checkout/sessions/{id}/expire", api_extra(CheckoutSession._api_expire, "")),
+    ("POST", "/_test/checkout/sessions/{id}/complete", api_extra(CheckoutSession._api_complete, "")),
+    ("POST", "/v1/checkout/sessions", api_create(CheckoutSession, "/v1/checkout/sessions")),
+    ("GET", "/v1/checkout/sessions/{id}", api_retrieve(CheckoutSession, "")),
+    ("GET", "/v1/checkout/sessions", api_list_all(CheckoutSession, "/v1/checkout/sessions")),
+):
+    app.router.add_route(_method, _url, _route)
 
 if __name__ == "__main__":
     start()

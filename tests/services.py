@@ -47,7 +47,10 @@ from worker.main import build_worker
 LOCALSTRIPE_SERVER = Path(__file__).with_name("localstripe_server.py")
 WEBHOOK_SECRET = "whsec_walletflow_test"
 WEBHOOK_ID = "walletflow-tests"
-PAYMENT_EVENTS = ["payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.canceled"]
+PAYMENT_EVENTS = [
+    "payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.canceled",
+    "checkout.session.completed", "checkout.session.expired",
+]
 
 
 def free_port() -> int:

@@ -126,8 +126,10 @@ def topup_start(
     currency: str = typer.Option(..., help="Three-letter currency code charged by Stripe."),
     idempotency_key: str = typer.Option(..., help="Same key and values: the same top-up, never a second one."),
     asset: str | None = typer.Option(None, help="Wallet asset to credit (default: the currency)."),
+    mode: str = typer.Option("payment_intent", help="payment_intent (embedded form) or checkout (hosted page)."),
+    return_url: str | None = typer.Option(None, help="Mode checkout: where the hosted page sends the payer back."),
 ) -> None:
-    """Start a top-up; prints its id, status, workflow id and the PaymentIntent's client secret."""
+    """Start a top-up; prints its id, status, workflow id and the client secret or checkout URL."""
     import uuid
 
     from walletflow import temporal_client as temporal
@@ -139,21 +141,55 @@ def topup_start(
         engine = create_engine()
         try:
             topups = TopUps(engine)
-            top_up, created = await topups.create(idempotency_key, uuid.UUID(customer_id), amount, currency, asset)
+            top_up, created = await topups.create(
+                idempotency_key, uuid.UUID(customer_id), amount, currency, asset, mode, return_url
+            )
             client = await temporal.connect(settings)
             handle = await temporal.start_top_up(client, top_up, settings)
             details = await temporal.payment_details(handle, settings.topup_create_wait_s)
             top_up = await topups.get(top_up.id)
-            secret = None
+            secret = checkout_url = None
             if details is not None:  # read from Stripe: it never passes through workflow history
-                secret = await StripeGateway.from_settings(settings).client_secret_for(details.payment_intent_id)
+                gateway = StripeGateway.from_settings(settings)
+                secret, checkout_url = await gateway.handoff(details.payment_intent_id, details.checkout_session_id)
         finally:
             await engine.dispose()
         return {
             "id": str(top_up.id), "status": top_up.status, "created": created, "workflow_id": top_up.workflow_id,
             "payment_intent_id": top_up.stripe_payment_intent_id,
-            "client_secret": secret,
+            "client_secret": secret, "checkout_url": checkout_url,
         }
+
+    _echo_json(_run_business(run))
+
+
+@topup_app.command("refund")
+def topup_refund(
+    top_up_id: str = typer.Argument(..., help="The credited top-up to refund."),
+    idempotency_key: str = typer.Option(..., help="Same key and values: the same refund, never a second one."),
+    amount: int | None = typer.Option(None, help="Minor units to refund (default: all that is left)."),
+    reason: str | None = typer.Option(None, help="Why (a short machine code such as customer_request)."),
+) -> None:
+    """Refund all or part of a credited top-up: debits the wallet now, Stripe pays it back next."""
+    import dataclasses
+    import uuid
+
+    from walletflow import temporal_client as temporal
+    from walletflow.ledger.service import Ledger
+    from walletflow.payments.refunds import Refunds
+
+    async def run() -> dict[str, object]:
+        settings = get_settings()
+        engine = create_engine()
+        try:
+            refunds = Refunds(engine, Ledger(engine))
+            refund, created = await refunds.create(uuid.UUID(top_up_id), idempotency_key, amount, reason)
+            client = await temporal.connect(settings)
+            await temporal.start_refund(client, refund.id, refund.customer_id, settings)
+            refund = await refunds.get(refund.id)
+        finally:
+            await engine.dispose()
+        return {**dataclasses.asdict(refund), "workflow_id": refund.workflow_id, "created": created}
 
     _echo_json(_run_business(run))
 

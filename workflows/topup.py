@@ -1,6 +1,6 @@
 """``TopUpWorkflow`` (id ``topup-{top_up_id}``): take a card payment and credit it exactly once.
 
-create PaymentIntent -> wait for the payment (webhook signal, Stripe polled as a fallback) until
+create PaymentIntent (or Checkout Session) -> wait for the payment (webhook signal, Stripe polled as a fallback) until
 the deadline -> score -> approve: credit / review: wait for an operator until the review
 deadline / reject: refund. Once money is taken, every way out either credits or refunds it;
 the database guard in the activities makes "both" impossible even if this code were wrong.
@@ -102,6 +102,8 @@ class TopUpWorkflow:
 
         check = await self._wait_for_payment(params, ref)
         self._progress.payment_state = check.state
+        # A Checkout Session's PaymentIntent is known only once the customer has paid.
+        self._progress.payment_intent_id = check.payment_intent_id or self._progress.payment_intent_id
         if check.state != "succeeded":
             await self._mark("failed", check.reason or check.state)
             return self._progress

@@ -60,3 +60,34 @@ async def test_an_operator_starts_a_top_up_and_approves_its_review_from_the_cli(
     status = await walletflow(stack, "topup", "status", started["id"])
     assert status["status"] == "succeeded" and status["risk_decision"] == "review"
     assert await stack.balance(customer) == 65_000
+
+
+async def test_an_operator_refunds_part_of_a_top_up_from_the_cli(stack: Stack) -> None:
+    customer = await stack.new_customer()
+    started = await walletflow(
+        stack, "topup", "start", "--customer-id", str(customer), "--amount", "2500", "--currency", "usd",
+        "--idempotency-key", f"cli-{uuid.uuid4().hex}",
+    )
+    await stack.pay(started["payment_intent_id"])
+    await stack.wait_for(started["id"], "succeeded")
+
+    key = f"cli-refund-{uuid.uuid4().hex}"
+    args = ("topup", "refund", started["id"], "--idempotency-key", key, "--amount", "1000", "--reason", "goodwill")
+    refund = await walletflow(stack, *args)
+    assert refund["amount"] == 1000 and refund["created"] is True
+    assert refund["workflow_id"] == f"topup-refund-{refund['id']}"
+    again = await walletflow(stack, *args)
+    assert again["id"] == refund["id"] and again["created"] is False
+    assert await stack.balance(customer) == 1500
+    outcome = await stack.client.get_workflow_handle(refund["workflow_id"]).result()
+    assert outcome["status"] == "succeeded"
+
+
+async def test_a_checkout_top_up_from_the_cli_prints_the_hosted_page(stack: Stack) -> None:
+    customer = await stack.new_customer()
+    started = await walletflow(
+        stack, "topup", "start", "--customer-id", str(customer), "--amount", "900", "--currency", "usd",
+        "--idempotency-key", f"cli-{uuid.uuid4().hex}", "--mode", "checkout",
+        "--return-url", "https://platform.example/back",
+    )
+    assert started["checkout_url"].startswith("https://") and started["client_secret"] is None

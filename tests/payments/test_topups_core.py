@@ -53,7 +53,8 @@ async def test_bad_top_ups_are_refused_and_write_nothing(ledger: Ledger, engine:
     for kwargs, error in [
         ({"amount": 0, "currency": "USD"}, ValidationError),
         ({"amount": 10, "currency": "US"}, ValidationError),
-        ({"amount": 10, "currency": "USD", "mode": "checkout"}, ValidationError),
+        ({"amount": 10, "currency": "USD", "mode": "checkout"}, ValidationError),  # no return_url
+        ({"amount": 10, "currency": "USD", "mode": "checkout", "return_url": "javascript:alert(1)"}, ValidationError),
         ({"amount": 10, "currency": "USD", "asset": "CREDITS"}, ValidationError),
         ({"amount": 10, "currency": "XQZ"}, NotFound),
     ]:

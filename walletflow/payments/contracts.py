@@ -28,17 +28,21 @@ class TopUpRef(BaseModel):
 
 
 class PaymentCreated(BaseModel):
-    """The top-up's PaymentIntent. Deliberately without its client secret: whatever a workflow
-    returns lands in Temporal's history, and secrets never go there. Callers that must hand the
-    secret to Stripe.js read it from Stripe (``client_secret_for``)."""
+    """The top-up's PaymentIntent (mode ``payment_intent``) or Checkout Session (mode
+    ``checkout``; its PaymentIntent exists only once the customer has paid). Deliberately without
+    the client secret: whatever a workflow returns lands in Temporal's history, and secrets never
+    go there. Callers that must hand the secret to Stripe.js read it from Stripe
+    (``client_secret_for``)."""
 
-    payment_intent_id: str
+    payment_intent_id: str | None = None
+    checkout_session_id: str | None = None
 
 
 class PaymentCheck(BaseModel):
     """The payment as Stripe reports it, checked against the top-up."""
 
-    payment_intent_id: str
+    #: None while a Checkout Session is unpaid (or expired unpaid).
+    payment_intent_id: str | None
     state: PaymentState
     #: Why a payment that is not pending did not succeed (``card_declined``, ``amount_mismatch``).
     reason: str | None = None
@@ -78,7 +82,8 @@ class PaymentSignal(BaseModel):
 
     stripe_event_id: str
     event_type: str
-    payment_intent_id: str
+    payment_intent_id: str | None = None
+    checkout_session_id: str | None = None
 
 
 class ReviewDecision(BaseModel):

@@ -45,6 +45,8 @@ class TopUp(Base):
     #: Mode ``checkout``: the Checkout Session the customer pays on (its PaymentIntent is known
     #: only once the customer has paid).
     stripe_checkout_session_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    #: Mode ``checkout``: where Stripe's hosted page sends the customer back.
+    return_url: Mapped[str | None] = mapped_column(String(2000))
     workflow_id: Mapped[str] = mapped_column(String(255))
     #: The ledger credit that paid this top-up into the wallet (set once, never with a refund).
     credit_transaction_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)

@@ -66,6 +66,20 @@ async def transition(
     return result.rowcount == 1
 
 
+async def get_by_checkout_session(conn: AsyncConnection, session_id: str) -> Row[Any] | None:
+    query = select(top_ups).where(top_ups.c.stripe_checkout_session_id == session_id)
+    return (await conn.execute(query)).first()
+
+
+async def set_checkout_session(conn: AsyncConnection, top_up_id: uuid.UUID, session_id: str, now: dt.datetime) -> None:
+    """Remember the Checkout Session once; a retry that found the same one changes nothing."""
+    await conn.execute(
+        update(top_ups)
+        .where(top_ups.c.id == top_up_id, top_ups.c.stripe_checkout_session_id.is_(None))
+        .values(stripe_checkout_session_id=session_id, updated_at=now)
+    )
+
+
 async def set_payment_intent(conn: AsyncConnection, top_up_id: uuid.UUID, pi_id: str, now: dt.datetime) -> None:
     """Remember the PaymentIntent once; a retry that found the same one changes nothing."""
     await conn.execute(

@@ -33,6 +33,8 @@ class TopUpInfo:
     reason: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    stripe_checkout_session_id: str | None = None
+    return_url: str | None = None
 
 
 def workflow_id_for(top_up_id: uuid.UUID) -> str:

@@ -34,6 +34,7 @@ from walletflow.risk.rules import RiskFeatures, RiskResult
 
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 MODES = ("payment_intent", "checkout")
+HTTP_URL = re.compile(r"^https?://[^\s]{1,1990}$")
 
 #: Every allowed status edge, by target. ``succeeded`` and ``refunded`` have their own guarded
 #: writers (credit and refund) and are not reachable through :meth:`TopUps.transition`.
@@ -73,6 +74,7 @@ class TopUps:
         currency: str,
         asset: str | None = None,
         mode: str = "payment_intent",
+        return_url: str | None = None,
     ) -> tuple[TopUpInfo, bool]:
         """Record a new top-up, or return the one made earlier with this key.
 
@@ -89,13 +91,17 @@ class TopUps:
         asset = asset or currency
         if mode not in MODES:
             raise ValidationError("mode must be payment_intent or checkout", field="mode")
-        if mode == "checkout":
-            raise ValidationError("mode checkout is not available yet; use payment_intent", field="mode")
+        if mode == "checkout" and not (isinstance(return_url, str) and HTTP_URL.match(return_url)):
+            raise ValidationError("mode checkout needs a return_url (http or https) for Stripe's hosted page",
+                                  field="return_url")
+        if mode != "checkout":
+            return_url = None  # only the hosted page sends the customer back somewhere
         if asset != currency:
             # Crediting another asset needs the exchange rate at payment time: not built yet.
             raise ValidationError("asset must be the charged currency for now", field="asset")
         digest = request_hash(
-            "top_up", customer_id=customer_id, amount=amount, currency=currency, asset=asset, mode=mode
+            "top_up", customer_id=customer_id, amount=amount, currency=currency, asset=asset, mode=mode,
+            **({"return_url": return_url} if return_url is not None else {}),
         )
 
         async def work(conn: AsyncConnection) -> tuple[TopUpInfo, bool]:
@@ -114,7 +120,7 @@ class TopUps:
                     conn,
                     {"id": top_up_id, "customer_id": customer_id, "amount": amount, "currency": currency,
                      "asset": asset, "mode": mode, "status": "initiated", "idempotency_key": idempotency_key,
-                     "request_hash": digest, "workflow_id": workflow_id_for(top_up_id),
+                     "request_hash": digest, "workflow_id": workflow_id_for(top_up_id), "return_url": return_url,
                      "created_at": now, "updated_at": now},
                 )
                 existing = await repo.get_by_key(conn, idempotency_key)
@@ -169,6 +175,21 @@ class TopUps:
         if top_up.status != "in_review":
             raise TopUpNotInReview(f"top-up {top_up_id} is {top_up.status}", status_now=top_up.status)
         return top_up
+
+    async def find_by_checkout_session(self, session_id: str) -> TopUpInfo | None:
+        async with self.engine.connect() as conn:
+            row = await repo.get_by_checkout_session(conn, session_id)
+        return top_up_info(row) if row is not None else None
+
+    async def set_checkout_session(self, top_up_id: uuid.UUID, session_id: str) -> TopUpInfo:
+        async def work(conn: AsyncConnection) -> TopUpInfo:
+            await repo.set_checkout_session(conn, top_up_id, session_id, self.clock())
+            row = _found(await repo.get(conn, top_up_id), top_up_id)
+            if row.stripe_checkout_session_id != session_id:
+                raise AssertionError(f"top-up {top_up_id} already has another Checkout Session")
+            return top_up_info(row)
+
+        return await self._run(work)
 
     async def set_payment_intent(self, top_up_id: uuid.UUID, payment_intent_id: str) -> TopUpInfo:
         async def work(conn: AsyncConnection) -> TopUpInfo:
@@ -271,5 +292,5 @@ def top_up_info(row: Row[Any]) -> TopUpInfo:
         row.id, row.customer_id, row.amount, row.currency, row.asset, row.mode, row.status,
         row.idempotency_key, row.workflow_id, row.stripe_payment_intent_id, row.credit_transaction_id,
         row.stripe_refund_id, row.risk_score, row.risk_decision, row.risk_reasons, row.reason,
-        row.created_at, row.updated_at,
+        row.created_at, row.updated_at, row.stripe_checkout_session_id, row.return_url,
     )

@@ -59,6 +59,19 @@ class PaymentIntentInfo:
 
 
 @dataclass(frozen=True)
+class CheckoutInfo:
+    id: str
+    #: ``open``, ``complete`` or ``expired``.
+    status: str
+    #: ``unpaid`` or ``paid``.
+    payment_status: str
+    #: Known once the customer has paid (Stripe creates it lazily).
+    payment_intent_id: str | None
+    url: str | None
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
 class RefundInfo:
     id: str
     status: str
@@ -117,6 +130,63 @@ class StripeGateway:
                 params={"customer": customer, "limit": 100, "starting_after": page.data[-1].id}
             )
 
+    async def create_checkout_session(
+        self, *, amount: int, currency: str, customer: str, top_up_id: str, return_url: str, idempotency_key: str
+    ) -> CheckoutInfo:
+        """A hosted payment page for the top-up; its PaymentIntent carries the top-up id too."""
+        session = await self.client.v1.checkout.sessions.create_async(
+            params={
+                "mode": "payment",
+                "customer": customer,
+                "line_items": [{
+                    "price_data": {"currency": currency.lower(), "unit_amount": amount,
+                                   "product_data": {"name": "Wallet top-up"}},
+                    "quantity": 1,
+                }],
+                "success_url": return_url,
+                "cancel_url": return_url,
+                "client_reference_id": top_up_id,
+                "metadata": {TOP_UP_METADATA_KEY: top_up_id},
+                "payment_intent_data": {"metadata": {TOP_UP_METADATA_KEY: top_up_id}},
+            },
+            options={"idempotency_key": idempotency_key},
+        )
+        return _checkout_info(session)
+
+    async def find_checkout_session(self, customer: str, top_up_id: str) -> CheckoutInfo | None:
+        """The customer's Checkout Session made for ``top_up_id`` by an interrupted attempt, if any."""
+        page = await self.client.v1.checkout.sessions.list_async(params={"customer": customer, "limit": 100})
+        for session in page.data:
+            info = _checkout_info(session)
+            if info.metadata.get(TOP_UP_METADATA_KEY) == top_up_id:
+                return info
+        return None
+
+    async def retrieve_checkout_session(self, session_id: str) -> CheckoutInfo:
+        return _checkout_info(await self.client.v1.checkout.sessions.retrieve_async(session_id))
+
+    async def expire_checkout_session(self, session_id: str) -> CheckoutInfo:
+        """Close the hosted page so it can take no money; returns the session as it now stands."""
+        current = await self.retrieve_checkout_session(session_id)
+        if current.status != "open":
+            return current
+        try:
+            return _checkout_info(await self.client.v1.checkout.sessions.expire_async(session_id))
+        except stripe.InvalidRequestError:
+            # Paid at the last moment: report the truth.
+            return await self.retrieve_checkout_session(session_id)
+
+    async def handoff(self, payment_intent_id: str | None, checkout_session_id: str | None) -> tuple[str | None, str | None]:
+        """What the payer needs, read from Stripe at the moment it is handed out (never stored,
+        logged or put in workflow history): the PaymentIntent's client secret for Stripe.js, or
+        the open Checkout Session's URL."""
+        secret = await self.client_secret_for(payment_intent_id) if payment_intent_id else None
+        url = None
+        if checkout_session_id:
+            session = await self.retrieve_checkout_session(checkout_session_id)
+            url = session.url if session.status == "open" else None
+        return secret, url
+
     async def client_secret_for(self, payment_intent_id: str) -> str | None:
         """The secret Stripe.js needs to confirm the payment, read from Stripe at the moment it
         is handed out (it is never stored, logged or put in workflow history)."""
@@ -166,6 +236,16 @@ class StripeGateway:
             options={"idempotency_key": idempotency_key},
         )
         return RefundInfo(refund.id, refund.status or "pending", refund.amount)
+
+
+def _checkout_info(session: Any) -> CheckoutInfo:
+    raw = session.to_dict()
+    intent = raw.get("payment_intent")
+    return CheckoutInfo(
+        id=raw["id"], status=raw.get("status") or "open", payment_status=raw.get("payment_status") or "unpaid",
+        payment_intent_id=intent.get("id") if isinstance(intent, dict) else intent,
+        url=raw.get("url"), metadata=dict(raw.get("metadata") or {}),
+    )
 
 
 def _intent_info(intent: Any) -> PaymentIntentInfo:

@@ -78,7 +78,8 @@ class TopUpOut(BaseModel):
     workflow_id: str
     idempotency_key: str
     client_secret: str | None = Field(default=None, description="For Stripe.js; only in the answer to POST.")
-    checkout_url: str | None = None
+    checkout_url: str | None = Field(default=None, description="Mode checkout: Stripe's hosted page; only in the answer to POST.")
+    checkout_session_id: str | None = None
     payment_intent_id: str | None
     credit_transaction_id: uuid.UUID | None
     refund_id: str | None
@@ -88,14 +89,15 @@ class TopUpOut(BaseModel):
     updated_at: dt.datetime
 
     @classmethod
-    def of(cls, t: TopUpInfo, client_secret: str | None = None) -> TopUpOut:
+    def of(cls, t: TopUpInfo, client_secret: str | None = None, checkout_url: str | None = None) -> TopUpOut:
         risk = None
         if t.risk_decision is not None:
             risk = RiskOut(score=t.risk_score or 0, decision=t.risk_decision, reasons=t.risk_reasons or [])
         return cls(
             id=t.id, status=t.status, customer_id=t.customer_id, amount=t.amount, currency=t.currency,
             asset=t.asset, mode=t.mode, workflow_id=t.workflow_id, idempotency_key=t.idempotency_key,
-            client_secret=client_secret, payment_intent_id=t.stripe_payment_intent_id,
+            client_secret=client_secret, checkout_url=checkout_url, payment_intent_id=t.stripe_payment_intent_id,
+            checkout_session_id=t.stripe_checkout_session_id,
             credit_transaction_id=t.credit_transaction_id, refund_id=t.stripe_refund_id, risk=risk,
             reason=t.reason, created_at=t.created_at, updated_at=t.updated_at,
         )
@@ -129,7 +131,7 @@ async def create_top_up(
     """
     key = idempotency_key(body.idempotency_key, header_key)
     top_up, _ = await services.topups.create(
-        key, body.customer_id, body.amount, body.currency, body.asset, body.mode
+        key, body.customer_id, body.amount, body.currency, body.asset, body.mode, body.return_url
     )
     try:
         client = await temporal_client(request)
@@ -143,10 +145,11 @@ async def create_top_up(
         ) from exc
     details = await temporal.payment_details(handle, services.settings.topup_create_wait_s)
     top_up = await services.topups.get(top_up.id)
-    secret = None
+    secret = checkout_url = None
     if details is not None:
-        secret = await StripeGateway.from_settings(services.settings).client_secret_for(details.payment_intent_id)
-    return TopUpOut.of(top_up, secret)
+        gateway = StripeGateway.from_settings(services.settings)
+        secret, checkout_url = await gateway.handoff(details.payment_intent_id, details.checkout_session_id)
+    return TopUpOut.of(top_up, secret, checkout_url)
 
 
 @router.get("/top-ups/{top_up_id}", dependencies=[require("read")], tags=["top-ups"])
@@ -220,11 +223,37 @@ async def stripe_webhook(request: Request, services: ServicesDep) -> dict[str, A
     new = await services.topups.store_event(event["id"], event["type"], event)
     if new and event["type"].startswith("payment_intent."):
         await _wake_top_up(request, services, event)
+    if new and event["type"].startswith("checkout.session."):
+        await _wake_checkout(request, services, event)
     if event["type"] == "charge.dispute.created":
         # Also for a redelivered event: if the first delivery could not start the claw-back,
         # answering 503 below made Stripe deliver it again, and starting is idempotent.
         await _start_dispute(request, services, event)
     return {"received": True, "duplicate": not new}
+
+
+async def _wake_checkout(request: Request, services: ServicesDep, event: dict[str, Any]) -> None:
+    session = (event.get("data") or {}).get("object") or {}
+    session_id = session.get("id")
+    if not isinstance(session_id, str):
+        return
+    top_up = await services.topups.find_by_checkout_session(session_id)
+    if top_up is None:
+        raw_id = (session.get("metadata") or {}).get(TOP_UP_METADATA_KEY)
+        try:
+            top_up = await services.topups.get(uuid.UUID(str(raw_id))) if raw_id else None
+        except (ValueError, WalletflowError):
+            top_up = None
+    if top_up is None:
+        return
+    intent = session.get("payment_intent")
+    signal = PaymentSignal(stripe_event_id=event["id"], event_type=event["type"], checkout_session_id=session_id,
+                           payment_intent_id=intent if isinstance(intent, str) else None)
+    try:
+        client = await temporal_client(request)
+        await temporal.signal_payment(client, top_up.workflow_id, signal)
+    except Exception:
+        log.exception("could not signal %s about %s", top_up.workflow_id, event["id"])
 
 
 async def _start_dispute(request: Request, services: ServicesDep, event: dict[str, Any]) -> None:
