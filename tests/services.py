@@ -183,6 +183,15 @@ class Stack:
             )
             return int((await conn.execute(query)).scalar_one())
 
+    async def events(self, customer_id: uuid.UUID) -> list[str]:
+        """The platform events (outbox) about this customer, oldest first."""
+        from walletflow.webhooks.outbox import outbound_events
+
+        async with self.engine.connect() as conn:
+            query = (select(outbound_events.c.event_type).where(outbound_events.c.customer_id == customer_id)
+                     .order_by(outbound_events.c.created_at))
+            return list((await conn.execute(query)).scalars())
+
     async def balance(self, customer_id: uuid.UUID) -> int:
         return (await self.ledger.balance(customer_id, "USD")).posted
 

@@ -49,6 +49,7 @@ async def test_paid_top_up_is_credited_exactly_once_via_the_webhook(stack: Stack
     assert progress.learned_via == "webhook" and progress.webhook_signals >= 1
     grants = await stack.ledger.grants(customer)
     assert [(g.source, g.amount) for g in grants] == [("paid", 2500)]
+    assert await stack.events(customer) == ["top_up.succeeded"]  # told to the platform, once
 
     fetched = (await stack.http.get(f"/v1/top-ups/{top_up['id']}")).json()
     assert fetched["status"] == "succeeded" and fetched["credit_transaction_id"] == str(done.credit_transaction_id)
@@ -101,6 +102,7 @@ async def test_declined_card_fails_the_top_up_and_credits_nothing(stack: Stack) 
 
     done = await stack.wait_for(top_up["id"], "succeeded", "failed", "refunded")
     assert done.status == "failed" and done.reason == "card_declined"
+    assert await stack.events(customer) == ["top_up.failed"]
     assert await stack.balance(customer) == 0
     assert await stack.credits_for(top_up["id"]) == 0
     # Cancelled, so no later attempt on this PaymentIntent can take money the top-up ignores.
@@ -157,6 +159,7 @@ async def test_review_approved_by_an_operator_is_credited(stack: Stack) -> None:
     assert await stack.credits_for(top_up["id"]) == 1
     progress = await stack.client.get_workflow_handle_for(TopUpWorkflow.run, top_up["workflow_id"]).result()
     assert progress.review_note == "known customer"
+    assert await stack.events(customer) == ["review.required", "top_up.succeeded"]
 
     again = await stack.http.post(f"/v1/reviews/{top_up['id']}/approve")
     assert again.status_code == 409 and again.json()["code"] == "top_up_not_in_review"
@@ -175,6 +178,7 @@ async def test_review_rejected_by_an_operator_is_refunded_through_stripe(stack: 
     assert done.credit_transaction_id is None and done.stripe_refund_id
     refund = await stack.gateway.find_refund(top_up["payment_intent_id"])
     assert refund is not None and refund.id == done.stripe_refund_id and refund.amount == 70_000
+    assert await stack.events(customer) == ["review.required", "top_up.refunded"]
     assert await stack.balance(customer) == 0
     assert await stack.credits_for(top_up["id"]) == 0
 

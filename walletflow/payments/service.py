@@ -31,6 +31,7 @@ from walletflow.ledger.schemas import Posting
 from walletflow.payments import repository as repo
 from walletflow.payments.schemas import TopUpInfo, workflow_id_for
 from walletflow.risk.rules import RiskFeatures, RiskResult
+from walletflow.webhooks.outbox import emit
 
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 MODES = ("payment_intent", "checkout")
@@ -45,6 +46,10 @@ ALLOWED_FROM: dict[str, tuple[str, ...]] = {
     "in_review": ("scoring",),
     "rejected": ("scoring", "in_review"),
 }
+
+
+#: Status changes the platform hears about (``walletflow.webhooks``), besides credit and refund.
+STATUS_EVENTS = {"failed": "top_up.failed", "in_review": "review.required"}
 
 
 class TopUpNotInReview(WalletflowError):
@@ -160,13 +165,14 @@ class TopUps:
             raise ValidationError(f"status {to} is set by its own operation, not by a transition")
 
         async def work(conn: AsyncConnection) -> TopUpInfo:
-            if not await repo.transition(conn, top_up_id, to, allowed, self.clock(), **values):
-                row = await repo.get(conn, top_up_id)
-                if row is None:
-                    raise NotFound(f"top-up {top_up_id} not found")
-                if row.status != to:
-                    raise InvalidTransition(f"top-up {top_up_id} is {row.status}; it cannot become {to}")
-            return top_up_info(_found(await repo.get(conn, top_up_id), top_up_id))
+            moved = await repo.transition(conn, top_up_id, to, allowed, self.clock(), **values)
+            row = _found(await repo.get(conn, top_up_id), top_up_id)
+            if not moved and row.status != to:
+                raise InvalidTransition(f"top-up {top_up_id} is {row.status}; it cannot become {to}")
+            if moved and to in STATUS_EVENTS:
+                await self._emit(conn, STATUS_EVENTS[to], row, {"reason": row.reason, "risk_score": row.risk_score,
+                                                                "risk_reasons": row.risk_reasons})
+            return top_up_info(row)
 
         return await self._run(work)
 
@@ -221,6 +227,8 @@ class TopUps:
         async def record(conn: AsyncConnection, posting: Posting) -> None:
             if not await repo.mark_credited(conn, top_up_id, posting.transaction_id, self.clock()):
                 raise InvalidTransition(f"top-up {top_up_id} was refunded or is not ready to credit")
+            row = _found(await repo.get(conn, top_up_id), top_up_id)
+            await self._emit(conn, "top_up.succeeded", row, {"transaction_id": str(posting.transaction_id)})
 
         return record
 
@@ -242,7 +250,12 @@ class TopUps:
     async def set_refunded(self, top_up_id: uuid.UUID, refund_id: str) -> TopUpInfo:
         async def work(conn: AsyncConnection) -> TopUpInfo:
             await repo.set_refunded(conn, top_up_id, refund_id, self.clock())
-            return top_up_info(_found(await repo.get(conn, top_up_id), top_up_id))
+            row = _found(await repo.get(conn, top_up_id), top_up_id)
+            if row.status == "refunded":
+                # The whole payment went back before any credit (declined by risk, review, failure).
+                await self._emit(conn, "top_up.refunded", row, {"reason": row.reason, "stripe_refund_id": refund_id,
+                                                               "refund_amount": row.amount, "credited": False})
+            return top_up_info(row)
 
         return await self._run(work)
 
@@ -268,6 +281,12 @@ class TopUps:
             return linked
 
         return await self._run(work)
+
+    async def _emit(self, conn: AsyncConnection, event_type: str, row: Row[Any], extra: dict[str, Any]) -> None:
+        """A platform event about this top-up, in the same transaction as the change (once per type)."""
+        data = {"top_up_id": str(row.id), "status": row.status, "amount": row.amount, "currency": row.currency,
+                "asset": row.asset, **extra}
+        await emit(conn, event_type, data, f"{event_type}:{row.id}", customer_id=row.customer_id, now=self.clock())
 
     async def _run(self, work: Callable[[AsyncConnection], Awaitable[Any]]) -> Any:
         # A lost race on a unique key (two requests with one idempotency key) re-runs ``work``,
