@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     topup_poll_interval_s: int = 60
     #: How long ``POST /v1/top-ups`` waits for the workflow to create the PaymentIntent.
     topup_create_wait_s: float = 20.0
+    #: PaymentsSweepWorkflow: a top-up still ``initiated`` (or a refund still ``pending``) this long
+    #: after it was recorded has no running workflow (the API lost Temporal in between): start it.
+    payments_sweep_grace_s: int = 120
+    payments_sweep_batch: int = 200
 
     # --- risk rules (amounts in minor units of the top-up currency) -------------------------
     risk_review_amount: int = 100_000

@@ -12,6 +12,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.refunds import RefundActivities
+from activities.sweep import SweepActivities
 from activities.topups import TopUpActivities
 from walletflow.db.engine import create_engine
 from walletflow.ledger.service import Ledger
@@ -22,6 +23,7 @@ from walletflow.risk.rules import RiskThresholds, RulesScorer
 from walletflow.settings import Settings, get_settings
 from walletflow.temporal_client import connect, register_search_attributes
 from workflows.refund import DisputeWorkflow, TopUpRefundWorkflow
+from workflows.sweep import PaymentsSweepWorkflow
 from workflows.topup import TopUpWorkflow
 
 log = logging.getLogger("walletflow.worker")
@@ -45,12 +47,14 @@ def build_worker(client: Client, engine: AsyncEngine, settings: Settings) -> Wor
     """The worker with all workflows and activities; dependencies are built once, here."""
     ledger, top_ups, gateway = Ledger(engine), TopUps(engine), StripeGateway.from_settings(settings)
     top_up_activities = TopUpActivities(top_ups, ledger, gateway, scorer_from(settings), settings)
-    refund_activities = RefundActivities(Refunds(engine, ledger), top_ups, gateway)
+    refunds = Refunds(engine, ledger)
+    refund_activities = RefundActivities(refunds, top_ups, gateway)
+    sweep_activities = SweepActivities(top_ups, refunds, settings)
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[TopUpWorkflow, TopUpRefundWorkflow, DisputeWorkflow],
-        activities=[*top_up_activities.all(), *refund_activities.all()],
+        workflows=[TopUpWorkflow, TopUpRefundWorkflow, DisputeWorkflow, PaymentsSweepWorkflow],
+        activities=[*top_up_activities.all(), *refund_activities.all(), *sweep_activities.all()],
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.worker_sticky_timeout_s),
     )
 

@@ -138,3 +138,15 @@ class DisputeOutcome(BaseModel):
     clawed_back: int
     unrecovered: int
     transaction_id: str | None = None
+
+
+class PaymentsSweepInput(BaseModel):
+    """Input of ``PaymentsSweepWorkflow``; empty from its schedule (the settings decide)."""
+
+    grace_s: int | None = None
+    limit: int | None = None
+
+
+class PaymentsSweepResult(BaseModel):
+    top_ups_started: int = 0
+    refunds_started: int = 0

@@ -53,6 +53,12 @@ async def list_by_status(
     return list((await conn.execute(query)).all())
 
 
+async def list_initiated_before(conn: AsyncConnection, before: dt.datetime, limit: int) -> list[Row[Any]]:
+    query = (select(top_ups).where(top_ups.c.status == "initiated", top_ups.c.created_at < before)
+             .order_by(top_ups.c.created_at).limit(limit))
+    return list((await conn.execute(query)).all())
+
+
 async def transition(
     conn: AsyncConnection, top_up_id: uuid.UUID, to: str, allowed_from: Iterable[str], now: dt.datetime,
     **values: Any,

@@ -158,6 +158,11 @@ class TopUps:
         async with self.engine.connect() as conn:
             return [top_up_info(r) for r in await repo.list_by_status(conn, "in_review", limit, after)]
 
+    async def list_stale_initiated(self, before: dt.datetime, limit: int) -> list[TopUpInfo]:
+        """Top-ups recorded before ``before`` that never got past ``initiated``."""
+        async with self.engine.connect() as conn:
+            return [top_up_info(r) for r in await repo.list_initiated_before(conn, before, limit)]
+
     async def transition(self, top_up_id: uuid.UUID, to: str, **values: Any) -> TopUpInfo:
         """Move a top-up along an allowed edge. Already at ``to`` is a no-op (activity retries)."""
         allowed = ALLOWED_FROM.get(to)
