@@ -179,7 +179,7 @@ class TopUpActivities:
                 return CreditOutcome(outcome="already_refunded")
             try:
                 posting = await self.ledger.credit(
-                    top_up.customer_id, top_up.asset, top_up.amount, f"topup-{top_up.id}:credit",
+                    top_up.customer_id, top_up.asset, top_up.credited_units, f"topup-{top_up.id}:credit",
                     source="paid", kind="topup",
                     metadata={"top_up_id": str(top_up.id), "payment_intent": top_up.stripe_payment_intent_id},
                     also=self.top_ups.credit_recorder(top_up.id),

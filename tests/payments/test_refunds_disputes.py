@@ -197,3 +197,50 @@ async def test_a_dispute_on_a_payment_that_is_not_a_top_up_is_ignored(stack: Sta
     payload = dispute_event({"payment_intent_id": "pi_not_ours"}, 100)
     response = await stack.http.post("/v1/stripe/webhooks", content=payload, headers=signed(payload))
     assert response.status_code == 200 and response.json()["duplicate"] is False
+
+
+async def credits_asset(stack: Stack, rate: str) -> str:
+    """A custom asset (whole credits) sold at ``rate`` dollars each."""
+    code = f"CR{uuid.uuid4().hex[:8].upper()}"
+    await stack.ledger.create_asset(code, "Credits", 0, "custom")
+    response = await stack.http.post(f"/v1/assets/{code}/rates", json={
+        "currency": "USD", "rate": rate, "valid_from": "2020-01-01T00:00:00Z"})
+    assert response.status_code in (200, 201), response.text
+    return code
+
+
+async def test_a_top_up_in_dollars_credits_another_asset_at_the_rate_in_force(stack: Stack) -> None:
+    customer = await stack.new_customer()
+    credits = await credits_asset(stack, "0.03")
+    response = await stack.http.post("/v1/top-ups", json={
+        "idempotency_key": f"tu-{uuid.uuid4().hex}", "customer_id": str(customer), "amount": 1000,
+        "currency": "usd", "asset": credits})
+    assert response.status_code == 201, response.text
+    top_up = response.json()
+    # $10.00 at $0.03 a credit: 333 credits (rounded down, never more than was paid for).
+    assert (top_up["asset"], top_up["credit_amount"], top_up["credit_rate"]) == (credits, 333, "0.03")
+    await stack.pay(top_up["payment_intent_id"])
+    await stack.wait_for(top_up["id"], "succeeded")
+    assert (await stack.ledger.balance(customer, credits)).posted == 333
+    assert await stack.balance(customer) == 0  # no dollars in the wallet
+
+    half = await refund(stack, top_up["id"], "half", amount=500)
+    assert half.status_code == 202, half.text
+    assert (half.json()["amount"], half.json()["wallet_amount"]) == (500, 167)  # its share, rounded up
+    rest = await refund(stack, top_up["id"], "rest")
+    assert (rest.json()["amount"], rest.json()["wallet_amount"]) == (500, 166)  # all refunds: exactly 333
+    for done in (half, rest):
+        assert (await settled_refund(stack, done.json()["id"]))["status"] == "succeeded"
+    assert (await stack.ledger.balance(customer, credits)).posted == 0
+    assert sorted(r.amount for r in await stripe_refunds(stack, top_up["payment_intent_id"])) == [500, 500]
+
+
+async def test_another_asset_needs_a_rate_in_force(stack: Stack) -> None:
+    customer = await stack.new_customer()
+    code = f"NR{uuid.uuid4().hex[:8].upper()}"
+    await stack.ledger.create_asset(code, "No rate", 0, "custom")
+    key = f"tu-{uuid.uuid4().hex}"
+    response = await stack.http.post("/v1/top-ups", json={
+        "idempotency_key": key, "customer_id": str(customer), "amount": 1000, "currency": "usd", "asset": code})
+    assert response.status_code == 422 and response.json()["code"] == "validation_error"
+    assert "rate" in response.json()["detail"]

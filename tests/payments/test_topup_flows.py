@@ -230,7 +230,7 @@ async def test_bad_top_up_requests_are_problems_and_write_nothing(stack: Stack) 
         ({"amount": 500, "currency": "dollars"}, 422, "validation_error"),
         ({"amount": 500, "currency": "usd", "mode": "checkout"}, 422, "validation_error"),  # no return_url
         ({"amount": 500, "currency": "usd", "mode": "checkout", "return_url": "ftp://shop"}, 422, "validation_error"),
-        ({"amount": 500, "currency": "usd", "asset": "CREDITS"}, 422, "validation_error"),
+        ({"amount": 500, "currency": "usd", "asset": "NOSUCHASSET"}, 404, "not_found"),
         ({"amount": 500, "currency": "xqz"}, 404, "not_found"),
     ]
     for fields, status, code in cases:

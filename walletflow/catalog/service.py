@@ -367,3 +367,12 @@ class Catalog:
             raise NotFound(f"version {version} of product {product_code} not found")
         return row
 
+
+async def rate_in_force(conn: AsyncConnection, asset: str, currency: str, at: dt.datetime) -> Decimal | None:
+    """The fiat price of one whole ``asset`` in ``currency`` at ``at`` (the newest rate started by then)."""
+    query = (
+        select(rates.c.rate).where(rates.c.asset == asset, rates.c.currency == currency, rates.c.valid_from <= at)
+        .order_by(rates.c.valid_from.desc()).limit(1)
+    )
+    value = (await conn.execute(query)).scalar()
+    return Decimal(value) if value is not None else None

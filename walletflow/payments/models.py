@@ -47,6 +47,10 @@ class TopUp(Base):
     stripe_checkout_session_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     #: Mode ``checkout``: where Stripe's hosted page sends the customer back.
     return_url: Mapped[str | None] = mapped_column(String(2000))
+    #: When ``asset`` is not the currency: the asset minor units credited (fixed when recorded)
+    #: and the catalog rate used (fiat price of one whole unit, a decimal string).
+    credit_amount: Mapped[int | None] = mapped_column(Money)
+    credit_rate: Mapped[str | None] = mapped_column(String(40))
     workflow_id: Mapped[str] = mapped_column(String(255))
     #: The ledger credit that paid this top-up into the wallet (set once, never with a refund).
     credit_transaction_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
@@ -99,7 +103,10 @@ class TopUpRefund(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     top_up_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("top_ups.id"))
+    #: Paid back, in minor units of the top-up's currency.
     amount: Mapped[int] = mapped_column(Money)
+    #: Taken from the wallet, in minor units of the top-up's asset (= ``amount`` when they agree).
+    wallet_amount: Mapped[int] = mapped_column(Money)
     idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     #: pending (wallet debited, Stripe not yet done) -> succeeded | failed (Stripe refused for

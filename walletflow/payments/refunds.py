@@ -27,12 +27,19 @@ from walletflow.ledger.rules import check_amount, check_key, request_hash
 from walletflow.ledger.schemas import Posting
 from walletflow.ledger.service import Ledger
 from walletflow.payments import refund_repository as repo
+from walletflow.payments.conversion import share_of_credit
 from walletflow.payments import repository as top_up_repo
 from walletflow.webhooks.outbox import emit
 
 #: Refund ids are derived from (top-up, idempotency key), so a retried request names the same refund.
 REFUND_ID_NAMESPACE = uuid.UUID("5b0f6c8e-2a4d-4f0b-9a51-7d3e1c2b9f10")
 REASON_MAX = 64
+
+
+class RefundRaced(WalletflowError):
+    code = "concurrent_refund"
+    status = 409
+    title = "Another refund of this top-up committed first"
 
 
 class TopUpNotRefundable(WalletflowError):
@@ -47,7 +54,10 @@ class RefundInfo:
     top_up_id: uuid.UUID
     customer_id: uuid.UUID
     asset: str
+    #: Paid back, in minor units of the top-up's currency.
     amount: int
+    #: Taken from the wallet, in minor units of ``asset``.
+    wallet_amount: int
     status: str
     reason: str | None
     idempotency_key: str
@@ -123,7 +133,8 @@ class Refunds:
             top_up = await top_up_repo.get(conn, top_up_id)
             if top_up is None:
                 raise NotFound(f"top-up {top_up_id} not found")
-            left = top_up.amount - await repo.committed_amount(conn, top_up_id) - await repo.disputed_amount(conn, top_up_id)
+            returned = await _returned(conn, top_up_id)
+        left = top_up.amount - returned
         if top_up.status != "succeeded" or top_up.credit_transaction_id is None:
             raise TopUpNotRefundable(
                 f"top-up {top_up_id} is {top_up.status}; only a credited top-up is refunded this way",
@@ -136,29 +147,33 @@ class Refunds:
                 field="amount", refundable=max(left, 0),
             )
 
+        credited = top_up.credit_amount if top_up.credit_amount is not None else top_up.amount
+        # The wallet gives back its share of what the top-up credited (the same number when the
+        # asset is the currency), computed on the running total so all refunds add up exactly.
+        wallet_amount = share_of_credit(returned, wanted, top_up.amount, credited)
+
         async def record(conn: AsyncConnection, posting: Posting) -> None:
-            # Under the wallet's lock, which every refund and dispute of this top-up takes: the
-            # sum of refunds can never pass the amount paid, however many requests race.
-            still_left = (
-                top_up.amount - await repo.committed_amount(conn, top_up_id) - await repo.disputed_amount(conn, top_up_id)
-            )
-            if wanted > still_left:
-                raise ValidationError(
-                    f"refund of {wanted} is more than the {max(still_left, 0)} left on top-up {top_up_id}",
-                    field="amount", refundable=max(still_left, 0),
-                )
+            # Under the wallet's lock, which every refund and dispute of this top-up takes: if
+            # another one committed since we looked, the sum and the share are stale. Refuse
+            # rather than let refunds pass the amount paid.
+            if await _returned(conn, top_up_id) != returned:
+                raise RefundRaced(f"another refund or dispute of top-up {top_up_id} just committed; send the request again")
             now = self.clock()
             await repo.insert(conn, {
-                "id": refund_id, "top_up_id": top_up_id, "amount": wanted, "idempotency_key": idempotency_key,
+                "id": refund_id, "top_up_id": top_up_id, "amount": wanted, "wallet_amount": wallet_amount,
+                "idempotency_key": idempotency_key,
                 "request_hash": digest, "status": "pending", "reason": reason,
                 "debit_transaction_id": posting.transaction_id, "created_at": now, "updated_at": now,
             })
 
-        await self.ledger.debit(
-            top_up.customer_id, top_up.asset, wanted, f"{refund_workflow_id(refund_id)}:debit",
-            kind="refund", counter=CLEARING,
-            metadata={"top_up_id": str(top_up_id), "refund_id": str(refund_id)}, also=record,
-        )
+        key = f"{refund_workflow_id(refund_id)}:debit"
+        if wallet_amount > 0:
+            await self.ledger.debit(
+                top_up.customer_id, top_up.asset, wallet_amount, key, kind="refund", counter=CLEARING,
+                metadata={"top_up_id": str(top_up_id), "refund_id": str(refund_id)}, also=record,
+            )
+        else:  # a refund too small to be worth a whole unit of the asset
+            await in_transaction(self.engine, lambda conn: record(conn, Posting(None, key, 0, False)))
         row = await self._get_row(refund_id)
         assert row is not None, "the refund commits with its debit"
         return self._info(row, top_up.customer_id, top_up.asset), True
@@ -185,7 +200,7 @@ class Refunds:
                 await emit(
                     conn, "top_up.refunded",
                     {"top_up_id": str(refund.top_up_id), "refund_id": str(refund_id), "amount": refund.amount,
-                     "asset": refund.asset, "stripe_refund_id": stripe_refund_id},
+                     "wallet_amount": refund.wallet_amount, "asset": refund.asset, "stripe_refund_id": stripe_refund_id},
                     f"top_up.refunded:{refund_id}", customer_id=refund.customer_id, now=self.clock(),
                 )
 
@@ -201,11 +216,15 @@ class Refunds:
         async def mark(conn: AsyncConnection, posting: Posting) -> None:
             await repo.mark_failed(conn, refund_id, posting.transaction_id, failure, self.clock())
 
-        await self.ledger.credit(
-            refund.customer_id, refund.asset, refund.amount, f"{refund.workflow_id}:reversal",
-            source="paid", kind="refund_reversal", counter=CLEARING,
-            metadata={"top_up_id": str(refund.top_up_id), "refund_id": str(refund_id)}, also=mark,
-        )
+        key = f"{refund.workflow_id}:reversal"
+        if refund.wallet_amount > 0:
+            await self.ledger.credit(
+                refund.customer_id, refund.asset, refund.wallet_amount, key,
+                source="paid", kind="refund_reversal", counter=CLEARING,
+                metadata={"top_up_id": str(refund.top_up_id), "refund_id": str(refund_id)}, also=mark,
+            )
+        else:
+            await in_transaction(self.engine, lambda conn: mark(conn, Posting(None, key, 0, False)))
         return await self.get(refund_id)
 
     async def list_stale_pending(self, older_than: dt.datetime, limit: int) -> list[RefundInfo]:
@@ -232,8 +251,14 @@ class Refunds:
             raise NotFound(f"top-up {top_up_id} not found")
         if currency.upper() != top_up.currency:
             raise ValidationError(f"dispute currency {currency} is not the top-up's {top_up.currency}", field="currency")
-        # Only what was credited can be clawed back; a top-up refunded before crediting lost nothing.
-        to_take = amount if top_up.credit_transaction_id is not None else 0
+        # Only what was credited can be clawed back (a top-up refunded before crediting lost the
+        # platform nothing), and only the credit's share of what was not refunded already.
+        to_take = 0
+        if top_up.credit_transaction_id is not None:
+            async with self.engine.connect() as conn:
+                returned = await _returned(conn, top_up_id)
+            credited = top_up.credit_amount if top_up.credit_amount is not None else top_up.amount
+            to_take = share_of_credit(returned, max(0, min(amount, top_up.amount - returned)), top_up.amount, credited)
 
         async def record(conn: AsyncConnection, posting: Posting) -> None:
             now = self.clock()
@@ -276,10 +301,16 @@ class Refunds:
     @staticmethod
     def _info(row: Row[Any], customer_id: uuid.UUID, asset: str) -> RefundInfo:
         return RefundInfo(
-            row.id, row.top_up_id, customer_id, asset, row.amount, row.status, row.reason, row.idempotency_key,
+            row.id, row.top_up_id, customer_id, asset, row.amount, row.wallet_amount, row.status, row.reason,
+            row.idempotency_key,
             row.debit_transaction_id, row.stripe_refund_id, row.reversal_transaction_id, row.failure_reason,
             row.created_at, row.updated_at,
         )
+
+
+async def _returned(conn: AsyncConnection, top_up_id: uuid.UUID) -> int:
+    """What refunds (but failed ones) and disputes of a top-up gave back, in its currency."""
+    return await repo.committed_amount(conn, top_up_id) + await repo.disputed_amount(conn, top_up_id)
 
 
 def _dispute_info(row: Row[Any], replayed: bool) -> DisputeInfo:

@@ -35,6 +35,13 @@ class TopUpInfo:
     updated_at: dt.datetime
     stripe_checkout_session_id: str | None = None
     return_url: str | None = None
+    credit_amount: int | None = None
+    credit_rate: str | None = None
+
+    @property
+    def credited_units(self) -> int:
+        """What the wallet receives, in minor units of ``asset``."""
+        return self.amount if self.credit_amount is None else self.credit_amount
 
 
 def workflow_id_for(top_up_id: uuid.UUID) -> str:

@@ -30,6 +30,8 @@ from walletflow.ledger.rules import check_amount, check_key, request_hash
 from walletflow.ledger.schemas import Posting
 from walletflow.payments import repository as repo
 from walletflow.payments.schemas import TopUpInfo, workflow_id_for
+from walletflow.catalog.service import rate_in_force
+from walletflow.payments.conversion import credit_for
 from walletflow.risk.rules import RiskFeatures, RiskResult
 from walletflow.webhooks.outbox import emit
 
@@ -101,9 +103,8 @@ class TopUps:
                                   field="return_url")
         if mode != "checkout":
             return_url = None  # only the hosted page sends the customer back somewhere
-        if asset != currency:
-            # Crediting another asset needs the exchange rate at payment time: not built yet.
-            raise ValidationError("asset must be the charged currency for now", field="asset")
+        if not isinstance(asset, str):
+            raise ValidationError("asset must be an asset code", field="asset")
         digest = request_hash(
             "top_up", customer_id=customer_id, amount=amount, currency=currency, asset=asset, mode=mode,
             **({"return_url": return_url} if return_url is not None else {}),
@@ -114,19 +115,15 @@ class TopUps:
             if existing is None:
                 if await ledger_repo.get_customer(conn, customer_id) is None:
                     raise NotFound(f"customer {customer_id} not found", field="customer_id")
-                found = await ledger_repo.get_asset(conn, asset)
-                if found is None:
-                    raise NotFound(f"asset {asset} not found", field="asset")
-                if found.kind != "fiat":
-                    raise ValidationError("a card top-up credits a fiat asset", field="asset")
                 now = self.clock()
+                credit_amount, credit_rate = await self._conversion(conn, amount, currency, asset, now)
                 top_up_id = uuid.uuid4()
                 inserted = await repo.insert_top_up(
                     conn,
                     {"id": top_up_id, "customer_id": customer_id, "amount": amount, "currency": currency,
                      "asset": asset, "mode": mode, "status": "initiated", "idempotency_key": idempotency_key,
                      "request_hash": digest, "workflow_id": workflow_id_for(top_up_id), "return_url": return_url,
-                     "created_at": now, "updated_at": now},
+                     "credit_amount": credit_amount, "credit_rate": credit_rate, "created_at": now, "updated_at": now},
                 )
                 existing = await repo.get_by_key(conn, idempotency_key)
                 assert existing is not None
@@ -139,6 +136,27 @@ class TopUps:
             return top_up_info(existing), False
 
         return await self._run(work)
+
+    @staticmethod
+    async def _conversion(
+        conn: AsyncConnection, amount: int, currency: str, asset: str, now: dt.datetime
+    ) -> tuple[int | None, str | None]:
+        """What crediting ``asset`` for ``amount`` of ``currency`` gives (None, None: the same asset)."""
+        paid_in = await ledger_repo.get_asset(conn, currency)
+        if paid_in is None or paid_in.kind != "fiat":
+            raise NotFound(f"currency {currency} is not a fiat asset here (create it first)", field="currency")
+        if asset == currency:
+            return None, None
+        credited = await ledger_repo.get_asset(conn, asset)
+        if credited is None:
+            raise NotFound(f"asset {asset} not found", field="asset")
+        rate = await rate_in_force(conn, asset, currency, now)
+        if rate is None:
+            raise ValidationError(f"no {asset} rate in {currency} is in force; add one first", field="asset")
+        units = credit_for(amount, paid_in.scale, credited.scale, rate)
+        if units <= 0:
+            raise ValidationError(f"{amount} of {currency} buys no {asset} at {rate}", field="amount")
+        return units, str(rate)
 
     async def get(self, top_up_id: uuid.UUID) -> TopUpInfo:
         async with self.engine.connect() as conn:
@@ -317,4 +335,5 @@ def top_up_info(row: Row[Any]) -> TopUpInfo:
         row.idempotency_key, row.workflow_id, row.stripe_payment_intent_id, row.credit_transaction_id,
         row.stripe_refund_id, row.risk_score, row.risk_decision, row.risk_reasons, row.reason,
         row.created_at, row.updated_at, row.stripe_checkout_session_id, row.return_url,
+        row.credit_amount, row.credit_rate,
     )

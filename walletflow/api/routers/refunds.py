@@ -34,7 +34,8 @@ class RefundOut(BaseModel):
     top_up_id: uuid.UUID
     customer_id: uuid.UUID
     asset: str
-    amount: int
+    amount: int = Field(description="Paid back, in minor units of the top-up's currency.")
+    wallet_amount: int = Field(description="Taken from the wallet, in minor units of `asset`.")
     status: str = Field(description="pending (wallet debited, Stripe to pay back), succeeded, or failed "
                                     "(Stripe refused; the wallet was credited back)")
     reason: str | None
@@ -51,6 +52,7 @@ class RefundOut(BaseModel):
     def of(cls, r: RefundInfo) -> RefundOut:
         return cls(
             id=r.id, top_up_id=r.top_up_id, customer_id=r.customer_id, asset=r.asset, amount=r.amount,
+            wallet_amount=r.wallet_amount,
             status=r.status, reason=r.reason, idempotency_key=r.idempotency_key, workflow_id=r.workflow_id,
             debit_transaction_id=r.debit_transaction_id, stripe_refund_id=r.stripe_refund_id,
             reversal_transaction_id=r.reversal_transaction_id, failure_reason=r.failure_reason,

@@ -74,6 +74,8 @@ class TopUpOut(BaseModel):
     amount: int
     currency: str
     asset: str
+    credit_amount: int = Field(description="What the wallet receives, in minor units of `asset`.")
+    credit_rate: str | None = Field(default=None, description="When `asset` is not the currency: the rate used.")
     mode: str
     workflow_id: str
     idempotency_key: str
@@ -95,7 +97,8 @@ class TopUpOut(BaseModel):
             risk = RiskOut(score=t.risk_score or 0, decision=t.risk_decision, reasons=t.risk_reasons or [])
         return cls(
             id=t.id, status=t.status, customer_id=t.customer_id, amount=t.amount, currency=t.currency,
-            asset=t.asset, mode=t.mode, workflow_id=t.workflow_id, idempotency_key=t.idempotency_key,
+            asset=t.asset, credit_amount=t.credited_units, credit_rate=t.credit_rate, mode=t.mode,
+            workflow_id=t.workflow_id, idempotency_key=t.idempotency_key,
             client_secret=client_secret, checkout_url=checkout_url, payment_intent_id=t.stripe_payment_intent_id,
             checkout_session_id=t.stripe_checkout_session_id,
             credit_transaction_id=t.credit_transaction_id, refund_id=t.stripe_refund_id, risk=risk,
