@@ -21,6 +21,11 @@ from walletflow.settings import Settings, get_settings
 from walletflow.temporal_client import connect, register_search_attributes
 from workflows.topup import TopUpWorkflow
 
+# --- outbound webhooks ---
+from activities.webhooks import WebhookActivities
+from walletflow.webhooks.service import Webhooks
+from workflows.webhooks import WebhookDeliveryWorkflow, WebhookDispatchWorkflow
+
 log = logging.getLogger("walletflow.worker")
 
 
@@ -43,11 +48,14 @@ def build_worker(client: Client, engine: AsyncEngine, settings: Settings) -> Wor
     activities = TopUpActivities(
         TopUps(engine), Ledger(engine), StripeGateway.from_settings(settings), scorer_from(settings), settings
     )
+    # --- outbound webhooks ---
+    webhook_activities = WebhookActivities(Webhooks(engine), client, settings)
+    webhook_workflows = [WebhookDispatchWorkflow, WebhookDeliveryWorkflow]
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[TopUpWorkflow],
-        activities=activities.all(),
+        workflows=[TopUpWorkflow, *webhook_workflows],
+        activities=[*activities.all(), *webhook_activities.all()],
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.worker_sticky_timeout_s),
     )
 

@@ -21,6 +21,7 @@ from walletflow.api.routers import (
     events,
     reports,
     topups,
+    webhook_endpoints,
 )
 from walletflow.auth.service import ApiKeys
 from walletflow.catalog.service import Catalog
@@ -76,7 +77,7 @@ def create_app(
     app.state.temporal_lock = asyncio.Lock()
     problems.install(app)
     routers = (assets.router, customers.router, catalog.router, events.router, authorizations.router, reports.router,
-               topups.router)
+               topups.router, webhook_endpoints.router)
     for router in routers:
         app.include_router(router, prefix="/v1")
 
