@@ -22,7 +22,7 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory, WorkflowAlreadyStartedError
 
 from walletflow.errors import NotFound
 from walletflow.settings import Settings
@@ -136,7 +136,11 @@ class WebhookActivities:
             return DeliveryOutcome(status="delivered", attempts=attempt, status_code=result.status_code)
         reason = f"HTTP {result.status_code}" if result.status_code is not None else (result.error or "").split(":")[0]
         # Retryable: the retry policy spaces the next attempt out. The message is safe for history.
-        raise ApplicationError(f"endpoint answered {reason}", type="WebhookAttemptFailed")
+        # Benign: a receiver that is down is the platform's business, not a worker error to
+        # log with a traceback on every attempt (the attempt log has the details).
+        raise ApplicationError(
+            f"endpoint answered {reason}", type="WebhookAttemptFailed", category=ApplicationErrorCategory.BENIGN
+        )
 
     @activity.defn(name="webhooks.finish")
     async def finish(self, request: FinishRequest) -> DeliveryOutcome:
