@@ -71,8 +71,9 @@ class WebhookActivities:
     async def start_deliveries(self, request: StartRequest) -> StartResult:
         """Start the workflow of every delivery not yet recorded as started (at most N).
 
-        Starting is idempotent by workflow id: a delivery whose workflow an interrupted run
-        already started is found running (or finished) and only recorded, never run twice.
+        A delivery whose workflow an interrupted run already started is found running (and only
+        recorded) or finished (and a new run finds nothing to send): never sent twice because
+        of a restart.
         """
         limit = request.max_starts if request.max_starts is not None else self.settings.webhook_start_batch_size
         if limit <= 0:
@@ -103,14 +104,17 @@ class WebhookActivities:
         try:
             await self.client.start_workflow(
                 DELIVERY_WORKFLOW, params, id=delivery_workflow_id(delivery.id), task_queue=s.task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                # A closed run with this id may exist: a run that started it and crashed before
+                # recording so, or an operator's retry. A new run is harmless either way: the
+                # deliver activity sends nothing for a delivery that is no longer pending.
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 search_attributes=attributes,
                 # A delivery lives as long as its retries; this bounds a stuck one.
                 execution_timeout=timedelta(days=7),
             )
         except WorkflowAlreadyStartedError:
-            pass  # it ran already (and finished): recorded as started below, never run again
+            pass  # running already (USE_EXISTING normally answers with it): recorded below
 
     @activity.defn(name="webhooks.deliver")
     async def deliver(self, ref: DeliveryRef) -> DeliveryOutcome:
@@ -127,10 +131,9 @@ class WebhookActivities:
         if not job.endpoint_enabled:
             info = await self.webhooks.finish(delivery_id, "canceled")
             return DeliveryOutcome(status=info.status, attempts=info.attempt_count)
-        attempt = activity.info().attempt
         result = await sender.post(job, self.settings.webhook_timeout_s)
-        await self.webhooks.record_attempt(
-            delivery_id, attempt, result.status_code, result.error, result.duration_ms, result.delivered
+        attempt = await self.webhooks.record_attempt(
+            delivery_id, result.status_code, result.error, result.duration_ms, result.delivered
         )
         if result.delivered:
             return DeliveryOutcome(status="delivered", attempts=attempt, status_code=result.status_code)

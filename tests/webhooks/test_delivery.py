@@ -225,3 +225,28 @@ async def test_a_disabled_endpoint_gets_nothing_new_and_pending_deliveries_are_c
     [delivery] = await hooks.settled(endpoint)
     assert delivery.status == "canceled" and delivery.attempts == []
     assert receiver.arrivals == []
+
+
+async def test_an_operator_retries_a_failed_delivery(hooks: WebhookStack) -> None:
+    receiver = hooks.receivers.new(*[500] * MAX_ATTEMPTS)  # fails every attempt, then recovers
+    endpoint = await hooks.register(receiver, ["top_up.failed"])
+    event_id = await emit_event(hooks, "top_up.failed", {"top_up_id": "t7", "reason": "card_declined"})
+    await hooks.dispatch()
+    [failed] = await hooks.settled(endpoint)
+    assert failed.status == "failed" and failed.attempt_count == MAX_ATTEMPTS
+
+    url = f"/v1/webhook-endpoints/{endpoint}/deliveries/{failed.id}/retry"
+    retried = await hooks.http.post(url)
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["status"] == "pending"
+    await hooks.dispatch()
+    [delivery] = await hooks.settled(endpoint)
+    assert delivery.status == "delivered"
+    assert [a.attempt for a in delivery.attempts] == list(range(1, MAX_ATTEMPTS + 2))
+    assert [a.status_code for a in delivery.attempts] == [500] * MAX_ATTEMPTS + [200]
+    assert [e["id"] for e in receiver.verified] == [event_id]
+
+    again = await hooks.http.post(url)  # delivered: nothing to retry
+    assert again.status_code == 409 and again.json()["code"] == "delivery_not_retryable"
+    other = await hooks.http.post(f"/v1/webhook-endpoints/{uuid.uuid4()}/deliveries/{failed.id}/retry")
+    assert other.status_code == 404

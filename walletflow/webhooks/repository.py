@@ -128,6 +128,23 @@ async def delivery_job_row(conn: AsyncConnection, delivery_id: uuid.UUID) -> Row
     return (await conn.execute(query)).first()
 
 
+async def next_attempt(conn: AsyncConnection, delivery_id: uuid.UUID) -> int:
+    """Count one more attempt on the delivery and return its number."""
+    result = await conn.execute(
+        update(deliveries).where(deliveries.c.id == delivery_id)
+        .values(attempts=deliveries.c.attempts + 1).returning(deliveries.c.attempts)
+    )
+    return int(result.scalar_one())
+
+
+async def reopen_delivery(conn: AsyncConnection, delivery_id: uuid.UUID, now: dt.datetime) -> None:
+    await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.id == delivery_id, deliveries.c.status.in_(("failed", "canceled")))
+        .values(status="pending", finished_at=None, workflow_started_at=None, updated_at=now)
+    )
+
+
 async def insert_attempt(conn: AsyncConnection, values: dict[str, Any]) -> None:
     await conn.execute(attempts.insert().values(**values))
 

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from walletflow.db.engine import in_transaction
 from walletflow.db.types import utcnow
-from walletflow.errors import NotFound, ValidationError
+from walletflow.errors import NotFound, ValidationError, WalletflowError
 from walletflow.webhooks import repository as repo
 from walletflow.webhooks.models import DELIVERY_STATUSES
 from walletflow.webhooks.outbox import EVENT_TYPES
@@ -38,6 +38,12 @@ from walletflow.webhooks.signing import new_secret
 
 MAX_URL_LENGTH = 2000
 MAX_ERROR_LENGTH = 500
+
+
+class DeliveryNotRetryable(WalletflowError):
+    code = "delivery_not_retryable"
+    status = 409
+    title = "Only a failed or canceled delivery can be retried"
 
 
 def validate_url(url: str) -> str:
@@ -233,26 +239,46 @@ class Webhooks:
         )
 
     async def record_attempt(
-        self, delivery_id: uuid.UUID, attempt: int, status_code: int | None, error: str | None, duration_ms: int,
-        delivered: bool,
-    ) -> None:
-        """Append the attempt to the log and update the delivery, in one transaction."""
+        self, delivery_id: uuid.UUID, status_code: int | None, error: str | None, duration_ms: int, delivered: bool,
+    ) -> int:
+        """Append the attempt to the log and update the delivery, in one transaction; returns
+        the attempt's number (counted per delivery, so an operator's retry continues it)."""
         now = self.clock()
         error = error[:MAX_ERROR_LENGTH] if error else None
 
-        async def work(conn: AsyncConnection) -> None:
+        async def work(conn: AsyncConnection) -> int:
+            # The increment locks the delivery row first, so the number is never handed out twice.
+            attempt = await repo.next_attempt(conn, delivery_id)
             await repo.insert_attempt(conn, {
                 "delivery_id": delivery_id, "attempt": attempt, "status_code": status_code, "error": error,
                 "duration_ms": duration_ms, "attempted_at": now,
             })
-            values: dict[str, Any] = {
-                "attempts": attempt, "last_status_code": status_code, "last_error": error, "updated_at": now,
-            }
+            values: dict[str, Any] = {"last_status_code": status_code, "last_error": error, "updated_at": now}
             if delivered:
                 values.update(status="delivered", finished_at=now)
             await repo.update_delivery(conn, delivery_id, only_if_status="pending", **values)
+            return attempt
+
+        return await in_transaction(self.engine, work)
+
+    async def reopen(self, endpoint_id: uuid.UUID, delivery_id: uuid.UUID) -> DeliveryInfo:
+        """An operator's retry of a ``failed`` or ``canceled`` delivery: back to ``pending``,
+        and the next dispatch run starts its workflow again (a new run with the same id)."""
+        now = self.clock()
+
+        async def work(conn: AsyncConnection) -> None:
+            row = await repo.get_delivery(conn, delivery_id)
+            if row is None or row.endpoint_id != endpoint_id:
+                raise NotFound(f"webhook delivery {delivery_id} not found for endpoint {endpoint_id}")
+            if row.status not in ("failed", "canceled"):
+                raise DeliveryNotRetryable(
+                    f"delivery {delivery_id} is {row.status}; only failed or canceled ones can be retried",
+                    status_now=row.status,
+                )
+            await repo.reopen_delivery(conn, delivery_id, now)
 
         await in_transaction(self.engine, work)
+        return await self.get_delivery(delivery_id)
 
     async def finish(self, delivery_id: uuid.UUID, status: str) -> DeliveryInfo:
         """Mark a pending delivery ``failed`` or ``canceled``; a finished one stays as it is."""

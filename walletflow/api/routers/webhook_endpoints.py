@@ -161,3 +161,12 @@ async def list_deliveries(
     page, more = rows[:limit], len(rows) > limit
     next_cursor = encode_cursor(page[-1].created_at.isoformat(), page[-1].id) if more else None
     return DeliveryPage(data=[DeliveryOut.of(d) for d in page], next_cursor=next_cursor)
+
+
+@router.post("/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/retry",
+             status_code=status.HTTP_202_ACCEPTED, dependencies=[require("admin")])
+async def retry_delivery(endpoint_id: uuid.UUID, delivery_id: uuid.UUID, services: ServicesDep) -> DeliveryOut:
+    """Send a ``failed`` or ``canceled`` delivery again (409 otherwise): it is ``pending`` now and
+    the next dispatch run starts its workflow, with a fresh set of attempts; the attempt log
+    continues its numbering."""
+    return DeliveryOut.of(await webhooks(services).reopen(endpoint_id, delivery_id))
