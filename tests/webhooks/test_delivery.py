@@ -250,3 +250,18 @@ async def test_an_operator_retries_a_failed_delivery(hooks: WebhookStack) -> Non
     assert again.status_code == 409 and again.json()["code"] == "delivery_not_retryable"
     other = await hooks.http.post(f"/v1/webhook-endpoints/{uuid.uuid4()}/deliveries/{failed.id}/retry")
     assert other.status_code == 404
+
+
+@pytest.mark.parametrize("args", [[{}], []], ids=["schedule-input", "no-input"])
+async def test_the_dispatch_workflow_runs_as_a_schedule_starts_it(hooks: WebhookStack, args: list) -> None:
+    """``walletflow schedules apply`` starts the workflow by name with ``{}``; no input works too."""
+    receiver = hooks.receivers.new()
+    endpoint = await hooks.register(receiver, ["settlement.completed"])
+    event_id = await emit_event(hooks, "settlement.completed", {"period": "2026-11-27T10"})
+    report = await hooks.client.execute_workflow(
+        "WebhookDispatchWorkflow", args=args, id=f"webhook-dispatch-test-{uuid.uuid4().hex}",
+        task_queue=hooks.settings.task_queue,
+    )
+    assert report["events"] >= 1 and report["started"] >= 1
+    [delivery] = await hooks.settled(endpoint)
+    assert delivery.status == "delivered" and [e["id"] for e in receiver.verified] == [event_id]
