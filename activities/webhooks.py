@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import httpx
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.common import (
@@ -22,7 +23,11 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import ApplicationError, ApplicationErrorCategory, WorkflowAlreadyStartedError
+from temporalio.exceptions import (
+    ApplicationError,
+    ApplicationErrorCategory,
+    WorkflowAlreadyStartedError,
+)
 
 from walletflow.errors import NotFound
 from walletflow.settings import Settings
@@ -56,6 +61,13 @@ class WebhookActivities:
         self.webhooks = webhooks
         self.client = client
         self.settings = settings
+        self._http: httpx.AsyncClient | None = None
+
+    def _http_client(self) -> httpx.AsyncClient:
+        # Made on first use, inside the worker's event loop, and kept for the worker's life.
+        if self._http is None:
+            self._http = sender.new_client(self.settings.webhook_timeout_s)
+        return self._http
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.fan_out, self.start_deliveries, self.deliver, self.finish]
@@ -86,9 +98,16 @@ class WebhookActivities:
             async with gate:
                 await self._start(delivery)
 
-        await asyncio.gather(*(start_one(d) for d in batch))
-        await self.webhooks.mark_started([d.id for d in batch])
-        return StartResult(started=len(batch), more=more)
+        outcomes = await asyncio.gather(*(start_one(d) for d in batch), return_exceptions=True)
+        started = [d.id for d, outcome in zip(batch, outcomes, strict=True) if outcome is None]
+        await self.webhooks.mark_started(started)
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        if failed:
+            # Recorded what did start; the retry (or the next run) starts the rest.
+            raise ApplicationError(
+                f"{len(failed)} of {len(batch)} delivery workflows did not start: {type(failed[0]).__name__}"
+            )
+        return StartResult(started=len(started), more=more)
 
     async def _start(self, delivery: UnstartedDelivery) -> None:
         s = self.settings
@@ -131,7 +150,7 @@ class WebhookActivities:
         if not job.endpoint_enabled:
             info = await self.webhooks.finish(delivery_id, "canceled")
             return DeliveryOutcome(status=info.status, attempts=info.attempt_count)
-        result = await sender.post(job, self.settings.webhook_timeout_s)
+        result = await sender.post(self._http_client(), job)
         attempt = await self.webhooks.record_attempt(
             delivery_id, result.status_code, result.error, result.duration_ms, result.delivered
         )

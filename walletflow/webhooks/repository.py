@@ -12,7 +12,12 @@ from sqlalchemy import Row, Table, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from walletflow.ledger.repository import _insert_ignore
-from walletflow.webhooks.models import OutboundEvent, WebhookDelivery, WebhookDeliveryAttempt, WebhookEndpoint
+from walletflow.webhooks.models import (
+    OutboundEvent,
+    WebhookDelivery,
+    WebhookDeliveryAttempt,
+    WebhookEndpoint,
+)
 
 events = cast(Table, OutboundEvent.__table__)
 endpoints = cast(Table, WebhookEndpoint.__table__)
@@ -53,7 +58,7 @@ async def update_endpoint(conn: AsyncConnection, endpoint_id: uuid.UUID, **value
     return result.rowcount == 1
 
 
-async def enabled_endpoints(conn: AsyncConnection) -> list[Row[Any]]:
+async def enabled_endpoints(conn: AsyncConnection) -> list[Any]:
     query = select(endpoints.c.id, endpoints.c.events, endpoints.c.created_at).where(endpoints.c.enabled.is_(True))
     return list((await conn.execute(query)).all())
 
@@ -61,7 +66,7 @@ async def enabled_endpoints(conn: AsyncConnection) -> list[Row[Any]]:
 # --- the dispatcher ---------------------------------------------------------------------------
 
 
-async def claim_pending_events(conn: AsyncConnection, limit: int) -> list[Row[Any]]:
+async def claim_pending_events(conn: AsyncConnection, limit: int) -> list[Any]:
     """The oldest undispatched events, locked until the caller's transaction ends.
 
     PostgreSQL skips rows another dispatcher holds (``SKIP LOCKED``), so two runs never fan out
@@ -92,7 +97,7 @@ async def mark_dispatched(conn: AsyncConnection, event_ids: Iterable[uuid.UUID],
     )
 
 
-async def unstarted_deliveries(conn: AsyncConnection, limit: int) -> list[Row[Any]]:
+async def unstarted_deliveries(conn: AsyncConnection, limit: int) -> list[Any]:
     query = (
         select(deliveries.c.id, events.c.customer_id)
         .join(events, events.c.id == deliveries.c.event_id)
@@ -114,7 +119,7 @@ async def mark_started(conn: AsyncConnection, delivery_ids: Iterable[uuid.UUID],
 # --- deliveries -------------------------------------------------------------------------------
 
 
-async def delivery_job_row(conn: AsyncConnection, delivery_id: uuid.UUID) -> Row[Any] | None:
+async def delivery_job_row(conn: AsyncConnection, delivery_id: uuid.UUID) -> Any:
     query = (
         select(
             deliveries.c.id, deliveries.c.status, endpoints.c.enabled, endpoints.c.url, endpoints.c.secret,

@@ -108,16 +108,17 @@ class Webhooks:
 
     async def create_endpoint(self, url: str, events: list[str], description: str | None = None) -> EndpointCreated:
         """Register an endpoint; the answer carries its new secret, which is never shown again."""
+        endpoint_id, secret, now = uuid.uuid4(), new_secret(), self.clock()
         values = {
-            "id": uuid.uuid4(), "url": validate_url(url), "events": validate_events(events), "secret": new_secret(),
-            "description": description, "enabled": True, "created_at": self.clock(), "updated_at": self.clock(),
+            "id": endpoint_id, "url": validate_url(url), "events": validate_events(events), "secret": secret,
+            "description": description, "enabled": True, "created_at": now, "updated_at": now,
         }
 
         async def work(conn: AsyncConnection) -> EndpointInfo:
             await repo.insert_endpoint(conn, values)
-            return _endpoint(_found(await repo.get_endpoint(conn, values["id"]), values["id"]))
+            return _endpoint(_found(await repo.get_endpoint(conn, endpoint_id), endpoint_id))
 
-        return EndpointCreated(await in_transaction(self.engine, work), values["secret"])
+        return EndpointCreated(await in_transaction(self.engine, work), secret)
 
     async def get_endpoint(self, endpoint_id: uuid.UUID) -> EndpointInfo:
         async with self.engine.connect() as conn:
