@@ -265,3 +265,27 @@ async def test_the_dispatch_workflow_runs_as_a_schedule_starts_it(hooks: Webhook
     assert report["events"] >= 1 and report["started"] >= 1
     [delivery] = await hooks.settled(endpoint)
     assert delivery.status == "delivered" and [e["id"] for e in receiver.verified] == [event_id]
+
+
+async def test_the_delivery_log_is_cursor_paginated_newest_first(hooks: WebhookStack) -> None:
+    receiver = hooks.receivers.new()
+    endpoint = await hooks.register(receiver, ["hold.expired"])
+    ids = [await emit_event(hooks, "hold.expired", {"hold_id": f"h{i}"}) for i in range(5)]
+    await hooks.dispatch()
+    await hooks.settled(endpoint, count=5)
+    seen: list[dict] = []
+    cursor = None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = await hooks.http.get(f"/v1/webhook-endpoints/{endpoint}/deliveries", params=params)
+        assert page.status_code == 200 and len(page.json()["data"]) <= 2
+        seen += page.json()["data"]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(d["event_id"] for d in seen) == sorted(ids)
+    keys = [(d["created_at"], d["id"]) for d in seen]
+    assert keys == sorted(keys, reverse=True)
+    assert all(d["status"] == "delivered" and len(d["attempts"]) == 1 for d in seen)
+    only_failed = await hooks.http.get(f"/v1/webhook-endpoints/{endpoint}/deliveries", params={"status": "failed"})
+    assert only_failed.json()["data"] == []
