@@ -77,7 +77,7 @@ class WebhookActivities:
         """Turn up to N outbox events into deliveries (one transaction, see ``Webhooks.fan_out``)."""
         limit = request.max_events if request.max_events is not None else self.settings.webhook_dispatch_batch_size
         events, created = await self.webhooks.fan_out(limit)
-        return FanOutResult(events=events, deliveries=created)
+        return FanOutResult(events=events, deliveries=created, more=limit > 0 and events >= limit)
 
     @activity.defn(name="webhooks.start_deliveries")
     async def start_deliveries(self, request: StartRequest) -> StartResult:

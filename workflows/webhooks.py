@@ -2,7 +2,8 @@
 
 ``WebhookDispatchWorkflow``: a short run, scheduled every few seconds (``walletflow schedules
 apply``): fan out up to N outbox events into deliveries, then start the workflow of up to M
-deliveries not started yet (including those an interrupted run left behind).
+deliveries not started yet (including those an interrupted run left behind); again, for a few
+rounds at most, while a round filled its batch.
 
 ``WebhookDeliveryWorkflow`` (id ``webhook-delivery-{delivery_id}``): POST one event to one
 endpoint until it answers 2xx; Temporal's retry policy spaces the attempts out exponentially;
@@ -48,15 +49,24 @@ class WebhookDispatchWorkflow:
     @workflow.run
     async def run(self, params: WebhookDispatchInput | None = None) -> DispatchReport:
         params = params or WebhookDispatchInput()
-        fan: FanOutResult = await workflow.execute_activity_method(
-            WebhookActivities.fan_out, FanOutRequest(max_events=params.max_events),
-            start_to_close_timeout=_DB_TIMEOUT, retry_policy=_DB_RETRY,
-        )
-        started: StartResult = await workflow.execute_activity_method(
-            WebhookActivities.start_deliveries, StartRequest(max_starts=params.max_starts),
-            start_to_close_timeout=_DB_TIMEOUT, retry_policy=_DB_RETRY,
-        )
-        return DispatchReport(events=fan.events, deliveries=fan.deliveries, started=started.started, more=started.more)
+        report = DispatchReport()
+        for _ in range(max(1, params.max_rounds)):
+            fan: FanOutResult = await workflow.execute_activity_method(
+                WebhookActivities.fan_out, FanOutRequest(max_events=params.max_events),
+                start_to_close_timeout=_DB_TIMEOUT, retry_policy=_DB_RETRY,
+            )
+            started: StartResult = await workflow.execute_activity_method(
+                WebhookActivities.start_deliveries, StartRequest(max_starts=params.max_starts),
+                start_to_close_timeout=_DB_TIMEOUT, retry_policy=_DB_RETRY,
+            )
+            report.rounds += 1
+            report.events += fan.events
+            report.deliveries += fan.deliveries
+            report.started += started.started
+            report.more = fan.more or started.more
+            if not report.more:
+                break
+        return report
 
 
 @workflow.defn(name="WebhookDeliveryWorkflow")

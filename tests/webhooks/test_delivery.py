@@ -289,3 +289,17 @@ async def test_the_delivery_log_is_cursor_paginated_newest_first(hooks: WebhookS
     assert all(d["status"] == "delivered" and len(d["attempts"]) == 1 for d in seen)
     only_failed = await hooks.http.get(f"/v1/webhook-endpoints/{endpoint}/deliveries", params={"status": "failed"})
     assert only_failed.json()["data"] == []
+
+
+async def test_a_burst_drains_in_bounded_rounds(hooks: WebhookStack) -> None:
+    """Batches of 2 events and 2 starts: one run makes at most ``max_rounds`` rounds, reports
+    the work it left, and the next run finishes it."""
+    receiver = hooks.receivers.new()
+    endpoint = await hooks.register(receiver, ["balance.low"])
+    ids = [await emit_event(hooks, "balance.low", {"n": i}) for i in range(7)]
+    first = await hooks.dispatch(max_events=2, max_starts=2, max_rounds=2)
+    assert first.rounds == 2 and first.more and first.started <= 4
+    rest = await hooks.dispatch(max_events=2, max_starts=2, max_rounds=10)
+    assert not rest.more and rest.started >= 3
+    await hooks.settled(endpoint, count=7)
+    assert sorted(e["id"] for e in receiver.verified) == sorted(ids)

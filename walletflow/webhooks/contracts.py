@@ -18,6 +18,9 @@ class WebhookDispatchInput:
 
     max_events: int | None = None
     max_starts: int | None = None
+    #: Rounds (fan out + start) one run may make while a round filled its batch: a burst
+    #: drains in one run instead of one batch per schedule tick, and the run still ends.
+    max_rounds: int = 5
 
 
 @dataclass
@@ -31,6 +34,8 @@ class FanOutResult:
     events: int = 0
     #: Delivery rows created for them (an event no endpoint wants creates none).
     deliveries: int = 0
+    #: True when the batch was full: more events may be waiting.
+    more: bool = False
 
 
 @dataclass
@@ -51,7 +56,9 @@ class DispatchReport:
     events: int = 0
     deliveries: int = 0
     started: int = 0
+    #: True when the run stopped with work left (its rounds ran out); the next run goes on.
     more: bool = False
+    rounds: int = 0
 
 
 @dataclass
