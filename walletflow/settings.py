@@ -69,6 +69,21 @@ class Settings(BaseSettings):
     risk_review_score: int = 40
     risk_reject_score: int = 100
 
+    # --- outbound webhooks (to the platform's endpoints) -------------------------------------
+    #: How long one POST to an endpoint may take before it counts as a failed attempt.
+    webhook_timeout_s: float = 10.0
+    #: Attempts per delivery (the first included) before it is marked ``failed``; retried with
+    #: exponential backoff: ``initial * coefficient^(n-1)``, capped at ``max_interval``. The
+    #: defaults spread 12 attempts over about 7 hours.
+    webhook_max_attempts: int = 12
+    webhook_initial_interval_s: float = 10.0
+    webhook_backoff_coefficient: float = 2.0
+    webhook_max_interval_s: float = 3600.0
+    #: Outbox events one dispatch run fans out, and delivery workflows it starts (bounded: one
+    #: worker completes some 40-50 small workflows a second; the rest wait for the next run).
+    webhook_dispatch_batch_size: int = 100
+    webhook_start_batch_size: int = 200
+
     # --- fault injection (tests only; both empty/zero in production) ------------------------
     #: ``before_credit`` or ``after_credit``: the credit activity pauses there for
     #: ``crash_pause_s`` (heartbeating), so a crash test can kill the worker at that exact point.

@@ -14,6 +14,7 @@ from temporalio.worker import Worker
 from activities.refunds import RefundActivities
 from activities.sweep import SweepActivities
 from activities.topups import TopUpActivities
+from activities.webhooks import WebhookActivities
 from walletflow.db.engine import create_engine
 from walletflow.ledger.service import Ledger
 from walletflow.payments.refunds import Refunds
@@ -22,9 +23,11 @@ from walletflow.payments.stripe_gateway import StripeGateway
 from walletflow.risk.rules import RiskThresholds, RulesScorer
 from walletflow.settings import Settings, get_settings
 from walletflow.temporal_client import connect, register_search_attributes
+from walletflow.webhooks.service import Webhooks
 from workflows.refund import DisputeWorkflow, TopUpRefundWorkflow
 from workflows.sweep import PaymentsSweepWorkflow
 from workflows.topup import TopUpWorkflow
+from workflows.webhooks import WebhookDeliveryWorkflow, WebhookDispatchWorkflow
 
 log = logging.getLogger("walletflow.worker")
 
@@ -50,11 +53,17 @@ def build_worker(client: Client, engine: AsyncEngine, settings: Settings) -> Wor
     refunds = Refunds(engine, ledger)
     refund_activities = RefundActivities(refunds, top_ups, gateway)
     sweep_activities = SweepActivities(top_ups, refunds, settings)
+    webhook_activities = WebhookActivities(Webhooks(engine), client, settings)
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[TopUpWorkflow, TopUpRefundWorkflow, DisputeWorkflow, PaymentsSweepWorkflow],
-        activities=[*top_up_activities.all(), *refund_activities.all(), *sweep_activities.all()],
+        workflows=[
+            TopUpWorkflow, TopUpRefundWorkflow, DisputeWorkflow, PaymentsSweepWorkflow,
+            WebhookDispatchWorkflow, WebhookDeliveryWorkflow,
+        ],
+        activities=[
+            *top_up_activities.all(), *refund_activities.all(), *sweep_activities.all(), *webhook_activities.all(),
+        ],
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.worker_sticky_timeout_s),
     )
 

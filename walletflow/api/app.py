@@ -22,6 +22,7 @@ from walletflow.api.routers import (
     refunds,
     reports,
     topups,
+    webhook_endpoints,
 )
 from walletflow.auth.service import ApiKeys
 from walletflow.catalog.service import Catalog
@@ -78,7 +79,7 @@ def create_app(
     app.state.temporal_lock = asyncio.Lock()
     problems.install(app)
     routers = (assets.router, customers.router, catalog.router, events.router, authorizations.router, reports.router,
-               topups.router, refunds.router)
+               topups.router, refunds.router, webhook_endpoints.router)
     for router in routers:
         app.include_router(router, prefix="/v1")
 
