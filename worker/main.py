@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.settlement import SettlementActivities
 from activities.topups import TopUpActivities
 from walletflow.db.engine import create_engine
 from walletflow.ledger.service import Ledger
@@ -19,6 +20,8 @@ from walletflow.payments.stripe_gateway import StripeGateway
 from walletflow.risk.rules import RiskThresholds, RulesScorer
 from walletflow.settings import Settings, get_settings
 from walletflow.temporal_client import connect, register_search_attributes
+from workflows.grant_expiry import GrantExpiryWorkflow
+from workflows.settlement import UsageSettlementWorkflow
 from workflows.topup import TopUpWorkflow
 
 log = logging.getLogger("walletflow.worker")
@@ -43,11 +46,17 @@ def build_worker(client: Client, engine: AsyncEngine, settings: Settings) -> Wor
     activities = TopUpActivities(
         TopUps(engine), Ledger(engine), StripeGateway.from_settings(settings), scorer_from(settings), settings
     )
+    workflows: list[type] = [TopUpWorkflow]
+    all_activities = activities.all()
+    # Scheduled runs: usage settlement and grant expiry (the usage scorer is settlement's hook).
+    settlement = SettlementActivities(engine, Ledger(engine), StripeGateway.from_settings(settings), settings)
+    workflows += [UsageSettlementWorkflow, GrantExpiryWorkflow]
+    all_activities += settlement.all()
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[TopUpWorkflow],
-        activities=activities.all(),
+        workflows=workflows,
+        activities=all_activities,
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.worker_sticky_timeout_s),
     )
 
