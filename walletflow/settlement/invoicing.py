@@ -37,7 +37,7 @@ class StripeInvoicing:
         while True:
             page = await self.client.v1.invoices.list_async(params=params)  # type: ignore[arg-type]
             for invoice in page.data:
-                if (invoice.metadata or {}).get(SETTLEMENT_KEY) == settlement_key:
+                if _metadata(invoice).get(SETTLEMENT_KEY) == settlement_key:
                     return _state(invoice)
             seen += len(page.data)
             if not page.has_more or not page.data or seen >= MAX_LOOKUP:
@@ -69,7 +69,7 @@ class StripeInvoicing:
         keys, params = set(), {"limit": 100}
         for _ in range(MAX_LOOKUP // 100):
             page = await self.client.v1.invoices.line_items.list_async(invoice_id, params=params)  # type: ignore[arg-type]
-            keys |= {(line.metadata or {}).get(LINE_KEY) for line in page.data}
+            keys |= {_metadata(line).get(LINE_KEY) for line in page.data}
             if not page.has_more or not page.data:
                 break
             params = {**params, "starting_after": page.data[-1].id}
@@ -94,6 +94,10 @@ class StripeInvoicing:
 
     async def finalize(self, invoice_id: str) -> InvoiceState:
         return _state(await self.client.v1.invoices.finalize_invoice_async(invoice_id))
+
+
+def _metadata(obj: Any) -> dict[str, Any]:
+    return dict(obj.to_dict().get("metadata") or {})
 
 
 def _state(invoice: Any) -> InvoiceState:
