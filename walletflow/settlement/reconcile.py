@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import and_, case, exists, func, select
@@ -70,6 +71,8 @@ def _json(value: Any) -> Any:
         return value
     if isinstance(value, dt.datetime):
         return value.isoformat()
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        return int(value)  # PostgreSQL's sum() of BIGINTs is NUMERIC
     return str(value)
 
 
