@@ -158,3 +158,48 @@ async def test_a_retry_after_a_crash_at_stripe_bills_once(stack: Stack) -> None:
     assert again == done
     [invoice] = await stripe_invoices(stack, customer)
     assert (invoice["id"], invoice["status"], invoice["amount_due"]) == (lost.id, "open", 4_321)
+
+
+async def test_the_scheduled_run_settles_each_closed_period_once_as_its_own_child(stack: Stack) -> None:
+    """Started with no period (as the schedule starts it): settles the newest closed periods not
+    settled yet (here at most two), each as ``settlement-{period}``; the next run finds none."""
+    from temporalio.worker import Worker
+
+    from activities.settlement import SettlementActivities
+    from walletflow.settlement.periods import last_closed
+    from workflows.settlement import UsageSettlementWorkflow as Settlement
+
+    settings = stack.settings.model_copy(update={"settlement_max_catch_up": 2, "settlement_period": "day"})
+    queue = f"settle-driver-{uuid.uuid4().hex[:6]}"
+    activities = SettlementActivities(stack.engine, stack.ledger, stack.gateway, settings)
+    async with Worker(stack.client, task_queue=queue, workflows=[Settlement], activities=activities.all()):
+        first = await stack.client.execute_workflow(
+            Settlement.run, SettlementInput(), id=f"walletflow-settlement-{uuid.uuid4().hex[:6]}", task_queue=queue,
+        )
+        newest = last_closed(dt.datetime.now(dt.UTC), "day", dt.timedelta(seconds=settings.settlement_grace_s))
+        assert first.settled[-1] == newest.key and len(first.settled) <= 2
+        for key in first.settled:
+            child = await stack.client.get_workflow_handle(f"settlement-{key}").describe()
+            assert child.workflow_type == "UsageSettlementWorkflow" and child.status is not None
+        second = await stack.client.execute_workflow(
+            Settlement.run, SettlementInput(), id=f"walletflow-settlement-{uuid.uuid4().hex[:6]}", task_queue=queue,
+        )
+        assert second.settled == []
+
+
+async def test_an_operator_settles_a_period_and_reads_its_report_from_the_cli(stack: Stack) -> None:
+    from tests.settlement.test_schedules import walletflow_cli
+
+    period, usd = private_hour(), unique_code("U")
+    at = period.start + dt.timedelta(minutes=5)
+    ledger = ledger_at(stack.engine, at)
+    await ledger.create_asset(usd, "Test dollars", 2, "fiat")
+    customer = (await ledger.create_customer(f"cli-{uuid.uuid4().hex}")).id
+    await insert_event(stack.engine, customer, usd, 123, at)
+    env = {"WALLETFLOW_TEMPORAL_ADDRESS": stack.settings.temporal_address,
+           "WALLETFLOW_TASK_QUEUE": stack.settings.task_queue, "WALLETFLOW_DATABASE_URL": stack.settings.database_url}
+    ran = await walletflow_cli(stack, env, "settle", "run", "--period", period.key)
+    assert (ran["workflow_id"], ran["leak_count"], ran["leak_amount"]) == (f"settlement-{period.key}", 1, 123)
+    shown = await walletflow_cli(stack, env, "settle", "show", period.key)
+    assert shown["summary"]["event_without_debit"] == {"count": 1, "amount": 123, "by_asset": {usd: 123}}
+    assert shown["details"]["examples"]["event_without_debit"][0]["customer_id"] == str(customer)
