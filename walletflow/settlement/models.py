@@ -12,7 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from walletflow.db.base import Base
 from walletflow.db.types import Money, UTCDateTime, utcnow
-from walletflow.ledger.models import Json
+from walletflow.ledger.models import Hold, Json
 from walletflow.usage.models import UsageEvent
 
 
@@ -91,3 +91,5 @@ class PostpaidInvoice(Base):
 # transaction: indexes on the usage table, declared here because settlement is their reader.
 Index("ix_usage_events_received_at", UsageEvent.received_at)
 Index("ix_usage_events_transaction_id", UsageEvent.transaction_id)
+# Settlement records ``hold.expired`` for holds resolved as expired since a point in time.
+Index("ix_holds_status_resolved_at", Hold.status, Hold.resolved_at)

@@ -76,12 +76,13 @@ def _json(value: Any) -> Any:
     return str(value)
 
 
-def _debits() -> Any:
-    """Per transaction: the customer it took money from, the asset and the amount taken."""
+def _debits(transaction_ids: Any) -> Any:
+    """Per transaction in ``transaction_ids`` (a subquery): the customer it took money from, the
+    asset and the amount taken. Restricted first, so only the period's entries are summed."""
     return (
         select(e.c.transaction_id, a.c.customer_id, e.c.asset, (-func.sum(e.c.amount)).label("amount"))
         .join(a, a.c.id == e.c.account_id)
-        .where(a.c.customer_id.is_not(None))
+        .where(a.c.customer_id.is_not(None), e.c.transaction_id.in_(transaction_ids))
         .group_by(e.c.transaction_id, a.c.customer_id, e.c.asset)
         .subquery()
     )
@@ -119,7 +120,7 @@ async def _events_without_debit(conn: AsyncConnection, period: Period, tally: _T
 
 
 async def _debits_without_event(conn: AsyncConnection, period: Period, tally: _Tally) -> None:
-    debits = _debits()
+    debits = _debits(select(t.c.id).where(t.c.kind == "usage", _in_period(t.c.created_at, period)))
     orphan = and_(
         t.c.kind == "usage", _in_period(t.c.created_at, period),
         ~exists().where(ue.c.transaction_id == t.c.id),
@@ -138,7 +139,8 @@ async def _debits_without_event(conn: AsyncConnection, period: Period, tally: _T
 
 
 async def _amount_mismatches(conn: AsyncConnection, period: Period, tally: _Tally) -> None:
-    debits = _debits()
+    debits = _debits(select(ue.c.transaction_id).where(
+        _in_period(ue.c.received_at, period), ue.c.transaction_id.is_not(None)))
     difference = ue.c.amount - debits.c.amount
     base = (
         select(ue.c.customer_id, ue.c.event_id, ue.c.asset, ue.c.amount.label("priced"),

@@ -6,7 +6,7 @@ Create Date: 2026-11-27
 
 ``settlement_reports``: one leakage report per settled period; ``usage_reviews``: wallets frozen
 by settlement's usage scoring; ``postpaid_invoices``: one Stripe invoice per postpaid customer,
-period and currency (the exactly-once guard). Two indexes on ``usage_events`` for reconciliation.
+period and currency (the exactly-once guard). Indexes on ``usage_events`` and ``holds`` for reconciliation and hold events.
 """
 
 import sqlalchemy as sa
@@ -65,9 +65,11 @@ def upgrade() -> None:
     )
     op.create_index('ix_usage_events_received_at', 'usage_events', ['received_at'], unique=False)
     op.create_index('ix_usage_events_transaction_id', 'usage_events', ['transaction_id'], unique=False)
+    op.create_index('ix_holds_status_resolved_at', 'holds', ['status', 'resolved_at'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_holds_status_resolved_at', table_name='holds')
     op.drop_index('ix_usage_events_transaction_id', table_name='usage_events')
     op.drop_index('ix_usage_events_received_at', table_name='usage_events')
     op.drop_table('usage_reviews')
