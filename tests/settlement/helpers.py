@@ -38,7 +38,7 @@ async def insert_event(
     """A usage event row written directly (bypassing the usage service), as a leak would be."""
     event_id = event_id or f"evt-{uuid.uuid4().hex}"
     async with engine.begin() as conn:
-        await conn.execute(insert(usage_events).values(
+        await conn.execute(insert(usage_events).values(  # type: ignore[arg-type]
             customer_id=customer_id, event_id=event_id, event_type="llm.tokens", occurred_at=at,
             received_at=at, product_code=None, version=None, asset=asset, amount=amount,
             transaction_id=transaction_id, data={},

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import json
 import os
 import sys
@@ -69,7 +70,7 @@ async def test_apply_creates_then_updates_every_schedule_and_list_shows_next_run
                 True, workflow, settings.task_queue, interval, "SKIP", False)
             runs = [dt.datetime.fromisoformat(t) for t in s["next_runs"]]
             assert len(runs) == 3 and runs[0] > dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
-            assert {(b - a).total_seconds() for a, b in zip(runs, runs[1:])} == {interval}
+            assert {(b - a).total_seconds() for a, b in itertools.pairwise(runs)} == {interval}
 
         # An operator pauses settlement; a new interval is applied; the pause is kept.
         await stack.client.get_schedule_handle(f"{prefix}-settlement").pause(note="investigating a leak")

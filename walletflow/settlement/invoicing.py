@@ -33,7 +33,8 @@ class StripeInvoicing:
         self.client = gateway.client
 
     async def find_invoice(self, customer: str, settlement_key: str) -> InvoiceState | None:
-        seen, params = 0, {"customer": customer, "limit": 100}
+        seen = 0
+        params: dict[str, Any] = {"customer": customer, "limit": 100}
         while True:
             page = await self.client.v1.invoices.list_async(params=params)  # type: ignore[arg-type]
             for invoice in page.data:
@@ -66,7 +67,8 @@ class StripeInvoicing:
 
     async def line_keys(self, invoice_id: str) -> set[str]:
         """The ``walletflow_line`` of every line already on the invoice."""
-        keys, params = set(), {"limit": 100}
+        keys: set[str | None] = set()
+        params: dict[str, Any] = {"limit": 100}
         for _ in range(MAX_LOOKUP // 100):
             page = await self.client.v1.invoices.line_items.list_async(invoice_id, params=params)  # type: ignore[arg-type]
             keys |= {_metadata(line).get(LINE_KEY) for line in page.data}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, cast
 
@@ -194,8 +194,14 @@ async def apply_decisions(
             continue
         if not was_frozen:
             await ledger.freeze(review.customer_id)
-        await in_transaction(engine, lambda conn, r=review, wf=was_frozen: _announce(conn, r, wf, period, now))
+        await in_transaction(engine, _announcer(review, was_frozen, period, now))
     return flags
+
+
+def _announcer(
+    review: Any, was_frozen: bool, period: Period, now: dt.datetime
+) -> Callable[[AsyncConnection], Awaitable[None]]:
+    return lambda conn: _announce(conn, review, was_frozen, period, now)
 
 
 async def _announce(conn: AsyncConnection, review: Any, was_frozen: bool, period: Period, now: dt.datetime) -> None:

@@ -10,8 +10,8 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from walletflow.db.engine import in_transaction
-from walletflow.ledger.service import Ledger
 from walletflow.ledger.repository import _insert_ignore
+from walletflow.ledger.service import Ledger
 from walletflow.settlement.contracts import HoldSweep, ReportInput, SettlementOutcome
 from walletflow.settlement.models import SettlementReport
 from walletflow.settlement.notify import notify_expired_holds
