@@ -21,13 +21,18 @@ with workflow.unsafe.imports_passed_through():
 _RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1), maximum_attempts=10)
 #: Sweeps per run before continuing as new (keeps the history short).
 MAX_SWEEPS = 100
+#: A run stops waiting this long before its horizon, so it has finished when the schedule's next
+#: run is due (the schedule skips a run while the previous one is still going); that next run
+#: expires what falls in the gap, at most this late.
+HANDOFF = timedelta(seconds=10)
 
 
 @workflow.defn(name="GrantExpiryWorkflow")
 class GrantExpiryWorkflow:
     @workflow.run
     async def run(self, params: GrantExpiryInput) -> GrantSweep:
-        deadline = workflow.now() + timedelta(seconds=max(params.horizon_s, 0))
+        horizon = timedelta(seconds=max(params.horizon_s, 0))
+        deadline = workflow.now() + (horizon - HANDOFF if horizon > 2 * HANDOFF else horizon)
         total = GrantSweep()
         for _ in range(MAX_SWEEPS):
             sweep: GrantSweep = await workflow.execute_activity_method(
