@@ -25,6 +25,11 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(topup_app, name="topup")
 app.add_typer(review_app, name="review")
+# Scheduled runs and settlement live in their own module.
+from walletflow.cli_schedules import schedules_app, settle_app  # noqa: E402
+
+app.add_typer(schedules_app, name="schedules")
+app.add_typer(settle_app, name="settle")
 
 
 @apikey_app.command("create")

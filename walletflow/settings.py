@@ -84,6 +84,44 @@ class Settings(BaseSettings):
     webhook_dispatch_batch_size: int = 100
     webhook_start_batch_size: int = 200
 
+    # --- scheduled runs (Temporal Schedules, `walletflow schedules apply`) -------------------
+    #: Schedule ids are ``{schedule_id_prefix}-settlement`` etc.; one prefix per deployment.
+    schedule_id_prefix: str = "walletflow"
+    schedule_recharge_sweep_interval_s: int = 300
+    schedule_settlement_interval_s: int = 3600
+    schedule_grant_expiry_interval_s: int = 300
+    schedule_webhook_dispatch_interval_s: int = 60
+    schedule_payments_sweep_interval_s: int = 300
+
+    # --- settlement -------------------------------------------------------------------------
+    #: ``day`` or ``hour``: the length of a settlement period (UTC).
+    settlement_period: str = "day"
+    #: A period is settled this long after it ends, so writes in flight have landed.
+    settlement_grace_s: int = 300
+    #: A scheduled run also settles up to this many missed periods since the last report.
+    settlement_max_catch_up: int = 24
+    #: Examples kept per leak kind in a report (the counts and amounts are always complete).
+    settlement_report_max_details: int = 100
+    #: Usage scoring: a customer is frozen for review when a period's spend in an asset is at
+    #: least ``usage_spike_min_amount`` (minor units) and more than ``usage_spike_factor`` times
+    #: the average spend per period over the ``usage_spike_baseline_periods`` before it.
+    usage_spike_factor: int = 10
+    usage_spike_min_amount: int = 10_000
+    usage_spike_baseline_periods: int = 7
+    #: Postpaid invoices: custom assets are converted to this currency with their rate.
+    invoice_currency: str = "USD"
+    #: ``send_invoice`` (Stripe emails it, due after ``invoice_days_until_due``) or
+    #: ``charge_automatically`` (Stripe charges the customer's default payment method).
+    invoice_collection_method: str = "send_invoice"
+    invoice_days_until_due: int = 30
+    #: Postpaid customers invoiced per activity call (bounded work per call).
+    invoice_batch_size: int = 50
+
+    # --- grant expiry -----------------------------------------------------------------------
+    #: Due grants expired per ledger call; a run makes at most ``grant_expiry_max_batches``.
+    grant_expiry_batch_size: int = 500
+    grant_expiry_max_batches: int = 20
+
     # --- fault injection (tests only; both empty/zero in production) ------------------------
     #: ``before_credit`` or ``after_credit``: the credit activity pauses there for
     #: ``crash_pause_s`` (heartbeating), so a crash test can kill the worker at that exact point.

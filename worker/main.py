@@ -12,6 +12,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.refunds import RefundActivities
+from activities.settlement import SettlementActivities
 from activities.sweep import SweepActivities
 from activities.topups import TopUpActivities
 from activities.webhooks import WebhookActivities
@@ -24,7 +25,9 @@ from walletflow.risk.rules import RiskThresholds, RulesScorer
 from walletflow.settings import Settings, get_settings
 from walletflow.temporal_client import connect, register_search_attributes
 from walletflow.webhooks.service import Webhooks
+from workflows.grant_expiry import GrantExpiryWorkflow
 from workflows.refund import DisputeWorkflow, TopUpRefundWorkflow
+from workflows.settlement import UsageSettlementWorkflow
 from workflows.sweep import PaymentsSweepWorkflow
 from workflows.topup import TopUpWorkflow
 from workflows.webhooks import WebhookDeliveryWorkflow, WebhookDispatchWorkflow
@@ -54,15 +57,18 @@ def build_worker(client: Client, engine: AsyncEngine, settings: Settings) -> Wor
     refund_activities = RefundActivities(refunds, top_ups, gateway)
     sweep_activities = SweepActivities(top_ups, refunds, settings)
     webhook_activities = WebhookActivities(Webhooks(engine), client, settings)
+    # Scheduled runs: usage settlement and grant expiry (the usage scorer is settlement's hook).
+    settlement_activities = SettlementActivities(engine, ledger, gateway, settings)
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[
             TopUpWorkflow, TopUpRefundWorkflow, DisputeWorkflow, PaymentsSweepWorkflow,
-            WebhookDispatchWorkflow, WebhookDeliveryWorkflow,
+            WebhookDispatchWorkflow, WebhookDeliveryWorkflow, UsageSettlementWorkflow, GrantExpiryWorkflow,
         ],
         activities=[
             *top_up_activities.all(), *refund_activities.all(), *sweep_activities.all(), *webhook_activities.all(),
+            *settlement_activities.all(),
         ],
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.worker_sticky_timeout_s),
     )

@@ -140,11 +140,17 @@ class WebhookStack:
             task_queue=self.settings.task_queue, result_type=DispatchReport,
         )
 
-    async def settled(self, endpoint_id: str, count: int = 1, timeout_s: float = 30) -> list[DeliveryInfo]:
-        """The endpoint's deliveries once ``count`` exist and none is pending any more."""
+    async def settled(
+        self, endpoint_id: str, count: int = 1, timeout_s: float = 30, events: set[str] | None = None
+    ) -> list[DeliveryInfo]:
+        """The endpoint's deliveries once ``count`` exist and none is pending any more. With
+        ``events``, only deliveries of those event ids count: a ``*`` endpoint also receives
+        what other tests' workflows emit meanwhile into the shared database."""
         deadline = time.monotonic() + timeout_s
         while True:
             found = await self.webhooks.list_deliveries(uuid.UUID(endpoint_id), 100)
+            if events is not None:
+                found = [d for d in found if str(d.event_id) in events]
             if len(found) >= count and all(d.status != "pending" for d in found):
                 return found
             if time.monotonic() > deadline:

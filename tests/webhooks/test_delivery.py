@@ -54,7 +54,7 @@ async def test_a_delivery_verifies_at_the_receiver_and_only_subscribed_types_arr
     [delivered] = await hooks.settled(top_ups_id)
     assert delivered.status == "delivered" and delivered.event_type == "top_up.succeeded"
     assert [(a.attempt, a.status_code) for a in delivered.attempts] == [(1, 200)]
-    both = await hooks.settled(all_id, count=2)
+    both = await hooks.settled(all_id, count=2, events={succeeded, low})
     assert sorted(d.event_type for d in both) == ["balance.low", "top_up.succeeded"]
 
     # The receiver verified the signature with the public function and got exactly this.
@@ -69,7 +69,8 @@ async def test_a_delivery_verifies_at_the_receiver_and_only_subscribed_types_arr
     assert arrival.headers["walletflow-event-type"] == "top_up.succeeded"
     assert arrival.headers["walletflow-delivery-id"] == str(delivered.id)
     assert arrival.headers["walletflow-signature"].startswith("t=")
-    assert sorted(e["id"] for e in everything.verified) == sorted([succeeded, low])
+    # (A "*" endpoint also gets what other tests' workflows emit meanwhile; ours arrived once each.)
+    assert [e["id"] for e in everything.verified if e["id"] in (succeeded, low)] in ([succeeded, low], [low, succeeded])
     # The endpoint subscribed to top-ups never got a delivery row for balance.low.
     assert low not in {str(d.event_id) for d in await hooks.webhooks.list_deliveries(uuid.UUID(top_ups_id), 100)}
 
