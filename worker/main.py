@@ -11,14 +11,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.recharge import RechargeActivities
 from activities.topups import TopUpActivities
 from walletflow.db.engine import create_engine
 from walletflow.ledger.service import Ledger
 from walletflow.payments.service import TopUps
 from walletflow.payments.stripe_gateway import StripeGateway
+from walletflow.recharge.service import Recharges
 from walletflow.risk.rules import RiskThresholds, RulesScorer
 from walletflow.settings import Settings, get_settings
 from walletflow.temporal_client import connect, register_search_attributes
+from workflows.recharge import (
+    AutoRechargeRelayWorkflow,
+    AutoRechargeSweepWorkflow,
+    AutoRechargeWorkflow,
+    ensure_relay,
+)
 from workflows.topup import TopUpWorkflow
 
 log = logging.getLogger("walletflow.worker")
@@ -40,14 +48,14 @@ def scorer_from(settings: Settings) -> RulesScorer:
 
 def build_worker(client: Client, engine: AsyncEngine, settings: Settings) -> Worker:
     """The worker with all workflows and activities; dependencies are built once, here."""
-    activities = TopUpActivities(
-        TopUps(engine), Ledger(engine), StripeGateway.from_settings(settings), scorer_from(settings), settings
-    )
+    gateway = StripeGateway.from_settings(settings)
+    activities = TopUpActivities(TopUps(engine), Ledger(engine), gateway, scorer_from(settings), settings)
+    recharge = RechargeActivities(client, Recharges(engine), TopUps(engine), Ledger(engine), gateway, settings)
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[TopUpWorkflow],
-        activities=activities.all(),
+        workflows=[TopUpWorkflow, AutoRechargeWorkflow, AutoRechargeRelayWorkflow, AutoRechargeSweepWorkflow],
+        activities=activities.all() + recharge.all(),
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.worker_sticky_timeout_s),
     )
 
@@ -64,6 +72,8 @@ async def run(settings: Settings | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with build_worker(client, engine, settings):
+            # The relay turns the trigger outbox into recharge signals; one per task queue.
+            await ensure_relay(client, settings)
             log.info("worker running on task queue %s at %s", settings.task_queue, settings.temporal_address)
             await stop.wait()
     finally:

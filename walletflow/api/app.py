@@ -19,6 +19,7 @@ from walletflow.api.routers import (
     catalog,
     customers,
     events,
+    recharge,
     reports,
     topups,
 )
@@ -76,7 +77,7 @@ def create_app(
     app.state.temporal_lock = asyncio.Lock()
     problems.install(app)
     routers = (assets.router, customers.router, catalog.router, events.router, authorizations.router, reports.router,
-               topups.router)
+               topups.router, recharge.router)
     for router in routers:
         app.include_router(router, prefix="/v1")
 
