@@ -163,3 +163,25 @@ async def test_a_policy_set_below_the_threshold_recharges_at_once(stack: Stack) 
     assert (charge.status, charge.amount) == ("succeeded", 4800)
     assert [t.source for t in await triggers(stack, customer)] == ["policy"]
     assert not await events(stack, customer, "balance.low")  # no threshold was crossed
+
+
+async def test_the_risk_gate_holds_a_large_recharge_for_review_like_a_top_up(stack: Stack) -> None:
+    # The stack reviews anything from 50,000: a recharge to 60,000 waits for an operator, in the
+    # same review queue as top-ups, and nothing is credited before the approval.
+    customer = await funded_customer(stack, 100)
+    await put_policy(stack, customer, target=60_000)
+
+    async def in_review() -> list:
+        return [c for c in await charges(stack, customer) if c.status == "in_review"]
+
+    [charge] = await wait_until(in_review, "a charge in review")
+    assert (await stack.ledger.balance(customer, "USD")).posted == 100
+    queue = (await stack.http.get("/v1/reviews", params={"limit": 100})).json()["data"]
+    assert str(charge.id) in [t["id"] for t in queue]
+    response = await stack.http.post(f"/v1/reviews/{charge.id}/approve", json={"note": "known customer"})
+    assert response.status_code == 202, response.text
+
+    [done] = await settled_charges(stack, customer, 1)
+    assert (done.status, done.amount, done.risk_decision) == ("succeeded", 59_900, "review")
+    assert (await stack.ledger.balance(customer, "USD")).posted == 60_000
+    assert await stack.credits_for(done.id) == 1

@@ -8,19 +8,29 @@ in the wallet's workflow, ``auto-recharge-{customer_id}-{asset}``.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 
+import stripe
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, model_validator
 
 from walletflow.api.deps import ServicesDep, require
+from walletflow.errors import WalletflowError
 from walletflow.ledger.schemas import MAX_AMOUNT
 from walletflow.payments.stripe_gateway import StripeGateway
 from walletflow.recharge.schemas import Consent, PolicyInfo
 from walletflow.recharge.service import Recharges
 from walletflow.recharge.stripe_charges import ensure_stripe_customer, save_payment_method
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["auto-recharge"])
+
+
+class StripeUnavailable(WalletflowError):
+    code = "stripe_unavailable"
+    status = 503
+    title = "Stripe could not be reached"
 
 
 class ConsentIn(BaseModel):
@@ -109,8 +119,13 @@ async def put_auto_recharge(customer_id: uuid.UUID, body: AutoRechargeIn, servic
     consent = Consent(body.consent.at, body.consent.method, body.consent.text) if body.consent else None
     if consent is not None:
         gateway = StripeGateway.from_settings(services.settings)
-        stripe_customer = await ensure_stripe_customer(services.topups, gateway, customer_id)
-        await save_payment_method(gateway, stripe_customer, body.payment_method_id)
+        try:
+            stripe_customer = await ensure_stripe_customer(services.topups, gateway, customer_id)
+            await save_payment_method(gateway, stripe_customer, body.payment_method_id)
+        except stripe.StripeError as exc:
+            # Not the card's fault (those are typed above): Stripe is down or misconfigured.
+            log.warning("saving the card for %s failed: %s", customer_id, type(exc).__name__)
+            raise StripeUnavailable("the card could not be saved at Stripe; nothing was changed, try again") from exc
     policy = await recharges.set_policy(
         customer_id, asset=body.asset, threshold=body.threshold, target=body.target,
         payment_method_id=body.payment_method_id, daily_cap=body.daily_cap, monthly_cap=body.monthly_cap,
