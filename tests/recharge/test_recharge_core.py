@@ -11,6 +11,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from walletflow.errors import AlreadyExists, NotFound, ValidationError
+from walletflow.ledger.repository import accounts
 from walletflow.ledger.service import Ledger
 from walletflow.payments.repository import top_ups
 from walletflow.recharge import repository as repo
@@ -77,6 +78,17 @@ async def test_the_trigger_fires_once_per_crossing_and_only_for_enabled_policies
     await ledger.credit(customer, "USD", 4500, f"refill2-{customer}")
     await ledger.debit(customer, "USD", 4500, f"e-{customer}")
     assert [r.relayed_at is None for r in await pending(engine, customer)] == [False, True]
+
+    # A policy set before the wallet was ever used (the wallet is made for it) triggers too.
+    fresh = await wallet(ledger, 0)
+    await policy(recharges, fresh)
+    [at_setup] = await pending(engine, fresh)  # empty wallet, under the threshold: recharge now
+    assert (at_setup.source, at_setup.available) == ("policy", 0)
+    async with engine.begin() as conn:
+        await repo.mark_relayed(conn, at_setup.id, dt.datetime.now(dt.UTC))
+    await ledger.credit(fresh, "USD", 5000, f"seed-{fresh}")
+    await ledger.debit(fresh, "USD", 4500, f"a-{fresh}")
+    assert [(r.source, r.available) for r in await pending(engine, fresh)][1:] == [("threshold", 500)]
 
     # A disabled policy, and a wallet without one, write nothing.
     off = await wallet(ledger, 5000)
@@ -158,10 +170,18 @@ async def test_failures_back_off_and_disable_after_n(engine: AsyncEngine, ledger
     disabled = await recharges.get_policy(customer, "USD")
     assert (disabled.enabled, disabled.disabled_reason) == (False, "consecutive_declines")
     assert (await recharges.plan(customer, "USD", TIMINGS)).action == "disabled"
+    assert await account_threshold(engine, customer) is None  # the trigger no longer fires
     # Re-enabling (the customer fixed their card) starts afresh.
     await policy(recharges, customer)
     fresh = await recharges.get_policy(customer, "USD")
     assert (fresh.enabled, fresh.disabled_reason, fresh.consecutive_failures) == (True, None, 0)
+    assert await account_threshold(engine, customer) == 1000
+
+
+async def account_threshold(engine: AsyncEngine, customer: uuid.UUID) -> int | None:
+    async with engine.connect() as conn:
+        query = select(accounts.c.recharge_threshold).where(accounts.c.customer_id == customer)
+        return (await conn.execute(query)).scalar_one()
 
 
 async def test_bad_policies_are_refused_and_write_nothing(engine: AsyncEngine, ledger: Ledger) -> None:

@@ -10,6 +10,8 @@ from typing import Any, cast
 from sqlalchemy import Row, Table, and_, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from walletflow.ledger import repository as ledger_repo
+from walletflow.ledger.postings import effective_overdraft
 from walletflow.ledger.repository import _insert_ignore, accounts
 from walletflow.payments.repository import top_ups
 from walletflow.recharge.models import AutoRechargePolicy, RechargeTrigger
@@ -115,3 +117,29 @@ async def enqueue_below_threshold(conn: AsyncConnection, now: dt.datetime, limit
     for row in (await conn.execute(due)).all():
         written += await insert_trigger(conn, row.customer_id, row.asset, int(row.available), "sweep", now)
     return written
+
+
+async def set_account_threshold(
+    conn: AsyncConnection, customer_id: uuid.UUID, asset: str, threshold: int | None, now: dt.datetime
+) -> None:
+    """Copy the enabled policy's threshold onto the wallet's account row (None: no enabled
+    policy), where the threshold trigger reads it. Creates the wallet if a policy needs it."""
+    if threshold is not None:
+        customer = await ledger_repo.get_customer(conn, customer_id)
+        assert customer is not None
+        await ledger_repo.get_or_create_customer_account(conn, customer_id, asset, effective_overdraft(customer), now)
+    await conn.execute(
+        update(accounts).where(accounts.c.customer_id == customer_id, accounts.c.asset == asset)
+        .values(recharge_threshold=threshold)
+    )
+
+
+async def lock_wallet(conn: AsyncConnection, customer_id: uuid.UUID, asset: str) -> None:
+    """Lock the wallet's account row (if it exists) before the policy row: the ledger locks the
+    account first and the credit's hook then updates the policy, so everyone takes them in
+    that order and no two transactions wait on each other."""
+    query = (
+        select(accounts.c.id).where(accounts.c.customer_id == customer_id, accounts.c.asset == asset)
+        .with_for_update()
+    )
+    await conn.execute(query)

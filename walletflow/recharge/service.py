@@ -129,6 +129,7 @@ class Recharges:
                 "disabled_reason": None, "consent_at": consent.at, "consent_method": consent.method,
                 "consent_text": consent.text, "updated_at": now,
             }
+            await repo.lock_wallet(conn, customer_id, asset)
             existing = await repo.get_policy(conn, customer_id, asset, lock=True)
             if existing is None:
                 await repo.insert_policy(
@@ -140,6 +141,7 @@ class Recharges:
                 if enabled and not existing.enabled:
                     values["consecutive_failures"] = 0  # a fresh start after walletflow or someone disabled it
                 await repo.update_policy(conn, customer_id, asset, **values)
+            await repo.set_account_threshold(conn, customer_id, asset, threshold if enabled else None, now)
             if enabled:
                 available = await repo.available(conn, customer_id, asset)
                 if available < threshold:
@@ -168,9 +170,11 @@ class Recharges:
         finishes; none starts after it."""
 
         async def work(conn: AsyncConnection) -> PolicyInfo:
+            await repo.lock_wallet(conn, customer_id, asset)
             if await repo.get_policy(conn, customer_id, asset, lock=True) is None:
                 raise NotFound(f"customer {customer_id} has no auto-recharge policy for {asset}")
             await repo.update_policy(conn, customer_id, asset, enabled=False, updated_at=self.clock())
+            await repo.set_account_threshold(conn, customer_id, asset, None, self.clock())
             return policy_info(await repo.get_policy(conn, customer_id, asset))  # type: ignore[arg-type]
 
         return await self._run(work)
@@ -283,6 +287,7 @@ class Recharges:
             top_up = await topup_repo.get(conn, top_up_id)
             if top_up is None:
                 raise NotFound(f"top-up {top_up_id} not found")
+            await repo.lock_wallet(conn, top_up.customer_id, top_up.asset)
             policy = await repo.get_policy(conn, top_up.customer_id, top_up.asset, lock=True)
             assert policy is not None
             await topup_repo.transition(
@@ -311,6 +316,7 @@ class Recharges:
                 )
             if disable_reason is not None and policy.enabled:
                 values.update(enabled=False, disabled_reason=disable_reason)
+                await repo.set_account_threshold(conn, top_up.customer_id, top_up.asset, None, now)
             await repo.update_policy(conn, top_up.customer_id, top_up.asset, **values)
             return FailureOutcome(consecutive_failures=failures, disabled=disable_reason is not None or not policy.enabled)
 

@@ -11,9 +11,10 @@ enabled policy's threshold. Every path that moves a balance (``wf_debit``, ``wf_
 ``wf_authorize`` on PostgreSQL, the Python ledger on SQLite) updates ``accounts``, so one
 trigger covers them all, and a process that dies right after the commit cannot lose it.
 
-Hot-path cost: the trigger's WHEN clause (evaluated without calling any function) skips every
-update that does not lower available balance, and the function then does one primary-key
-probe of ``auto_recharge_policies``; a wallet without a policy writes nothing.
+Hot-path cost: ``accounts.recharge_threshold`` holds a copy of the enabled policy's threshold
+(NULL without one, kept in step by walletflow.recharge in the policy's own transactions), so the
+trigger's WHEN clause decides from the row alone, without calling any function or reading
+another table: a debit that crosses nothing pays only for that comparison.
 
 ``top_ups`` gains a partial unique index: at most one auto-recharge charge in flight per wallet
 (the recharge workflow's id is the charge's ``workflow_id``), enforced by the database.
@@ -31,40 +32,37 @@ depends_on = None
 
 IN_FLIGHT = "status IN ('initiated', 'awaiting_payment', 'scoring', 'in_review') AND workflow_id LIKE 'auto-recharge-%'"
 
+#: Only a crossing (at or above the threshold before, below after) fires; the partial unique
+#: index keeps one pending row per wallet, so a burst of debits signals once.
+CROSSING = (
+    "NEW.recharge_threshold IS NOT NULL AND NEW.posted - NEW.held < NEW.recharge_threshold"
+    " AND OLD.posted - OLD.held >= NEW.recharge_threshold"
+)
+
 PG_TRIGGER_FUNCTION = r"""
 CREATE OR REPLACE FUNCTION wf_recharge_threshold() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    -- Only a crossing (at or above before, below after) writes a row, and the partial unique
-    -- index keeps one pending row per wallet, so a burst of debits signals once.
     INSERT INTO recharge_triggers (customer_id, asset, available, source, created_at)
-    SELECT NEW.customer_id, NEW.asset, NEW.posted - NEW.held, 'threshold', clock_timestamp()
-      FROM auto_recharge_policies p
-     WHERE p.customer_id = NEW.customer_id AND p.asset = NEW.asset AND p.enabled
-       AND NEW.posted - NEW.held < p.threshold
-       AND OLD.posted - OLD.held >= p.threshold
+    VALUES (NEW.customer_id, NEW.asset, NEW.posted - NEW.held, 'threshold', clock_timestamp())
     ON CONFLICT DO NOTHING;
     RETURN NULL;
 END $$;
 """
 
-PG_TRIGGER = """
+PG_TRIGGER = f"""
 CREATE TRIGGER accounts_recharge_threshold AFTER UPDATE OF posted, held ON accounts
-FOR EACH ROW WHEN (NEW.customer_id IS NOT NULL AND NEW.posted - NEW.held < OLD.posted - OLD.held)
+FOR EACH ROW WHEN ({CROSSING})
 EXECUTE FUNCTION wf_recharge_threshold()
 """
 
-SQLITE_TRIGGER = """
+SQLITE_TRIGGER = f"""
 CREATE TRIGGER accounts_recharge_threshold AFTER UPDATE OF posted, held ON accounts
-FOR EACH ROW WHEN NEW.customer_id IS NOT NULL AND NEW.posted - NEW.held < OLD.posted - OLD.held
+FOR EACH ROW WHEN {CROSSING}
 BEGIN
     INSERT OR IGNORE INTO recharge_triggers (customer_id, asset, available, source, created_at)
-    SELECT NEW.customer_id, NEW.asset, NEW.posted - NEW.held, 'threshold',
-           strftime('%Y-%m-%d %H:%M:%f', 'now') || '000'
-      FROM auto_recharge_policies p
-     WHERE p.customer_id = NEW.customer_id AND p.asset = NEW.asset AND p.enabled
-       AND NEW.posted - NEW.held < p.threshold
-       AND OLD.posted - OLD.held >= p.threshold;
+    VALUES (NEW.customer_id, NEW.asset, NEW.posted - NEW.held, 'threshold',
+            strftime('%Y-%m-%d %H:%M:%f', 'now') || '000');
 END
 """
 
@@ -108,6 +106,7 @@ def upgrade() -> None:
     sa.Column('relayed_at', walletflow.db.types.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_recharge_triggers'))
     )
+    op.add_column('accounts', sa.Column('recharge_threshold', sa.BigInteger(), nullable=True))
     op.create_index('uq_recharge_triggers_pending', 'recharge_triggers', ['customer_id', 'asset'], unique=True,
                     postgresql_where=sa.text('relayed_at IS NULL'), sqlite_where=sa.text('relayed_at IS NULL'))
     op.create_index('uq_top_ups_auto_recharge_in_flight', 'top_ups', ['workflow_id'], unique=True,
@@ -128,3 +127,5 @@ def downgrade() -> None:
     op.drop_index('uq_recharge_triggers_pending', table_name='recharge_triggers')
     op.drop_table('recharge_triggers')
     op.drop_table('auto_recharge_policies')
+    with op.batch_alter_table('accounts') as batch_op:
+        batch_op.drop_column('recharge_threshold')
