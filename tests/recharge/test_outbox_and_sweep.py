@@ -14,6 +14,9 @@ from tests.recharge.helpers import charges, events, funded_customer, put_policy,
 from tests.services import Stack
 from walletflow.recharge import repository as recharge_repo
 from walletflow.recharge.contracts import AutoRechargeSweepInput, SweepResult
+from activities.recharge import timings_from
+from walletflow.recharge.service import Recharges
+from walletflow.recharge.stripe_charges import charge_off_session
 from workflows.recharge import AutoRechargeSweepWorkflow, ensure_relay, relay_workflow_id
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -55,6 +58,39 @@ async def test_crash_after_the_debit_commit_still_triggers_through_the_sweep(sta
         assert all(t.relayed_at is not None for t in await triggers(stack, pending))
     finally:
         await ensure_relay(stack.client, stack.settings)
+
+
+async def test_a_worker_that_died_after_stripe_took_the_money_is_resumed_without_a_second_charge(
+    stack: Stack,
+) -> None:
+    await stack.client.get_workflow_handle(relay_workflow_id(stack.settings)).terminate("crash test")
+    await asyncio.sleep(stack.settings.recharge_relay_run_s + 1)
+    try:
+        customer = await funded_customer(stack, 5000)
+        await put_policy(stack, customer)
+        await stack.ledger.debit(customer, "USD", 4500, f"use-{customer}")
+        # What a worker did before it died: the plan committed the charge (a top-up in flight),
+        # and Stripe took the money, but the PaymentIntent's id never reached our database.
+        plan = await Recharges(stack.engine).plan(customer, "USD", timings_from(stack.settings))
+        assert (plan.action, plan.amount) == ("charge", 4500)
+        [charge] = await charges(stack, customer)
+        stripe_customer = await stack.topups.stripe_customer_id(customer)
+        policy = await Recharges(stack.engine).get_policy(customer, "USD")
+        taken = await charge_off_session(
+            stack.gateway, amount=4500, currency="USD", stripe_customer=stripe_customer,
+            payment_method_id=policy.payment_method_id, top_up_id=str(charge.id), workflow_id=charge.workflow_id,
+            idempotency_key=f"{charge.idempotency_key}:payment_intent",
+        )
+        assert taken is not None and taken.stripe_status == "succeeded"
+    finally:
+        await ensure_relay(stack.client, stack.settings)  # the worker is back: the trigger is relayed
+
+    [done] = await settled_charges(stack, customer, 1)
+    assert (done.id, done.status, done.stripe_payment_intent_id) == (charge.id, "succeeded", taken.id)
+    assert await stack.credits_for(done.id) == 1
+    intents = await stack.gateway.client.v1.payment_intents.list_async(params={"customer": stripe_customer})
+    assert [i.id for i in intents.data] == [taken.id]  # found again, never charged twice
+    assert (await stack.ledger.balance(customer, "USD")).available == 5000
 
 
 async def test_usage_events_and_authorizations_trigger_too(stack: Stack) -> None:
