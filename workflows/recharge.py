@@ -27,7 +27,15 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.recharge import RechargeActivities
     from activities.topups import TopUpActivities
-    from walletflow.payments.contracts import MarkStatus, PaymentCheck, RefundOutcome, RefundRequest, RiskOutcome, TopUpRef
+    from walletflow.payments.contracts import (
+        MarkStatus,
+        PaymentCheck,
+        PaymentSignal,
+        RefundOutcome,
+        RefundRequest,
+        RiskOutcome,
+        TopUpRef,
+    )
     from walletflow.recharge.contracts import (
         AutoRechargeInput,
         AutoRechargeRelayInput,
@@ -55,6 +63,7 @@ _GIVE_UP = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=t
 class AutoRechargeWorkflow:
     def __init__(self) -> None:
         self._pending = False
+        self._payment_news = False
         self._review: bool | None = None
         self._progress = RechargeProgress()
         self._wallet: WalletRef | None = None
@@ -64,6 +73,12 @@ class AutoRechargeWorkflow:
         """Look at the wallet (again). Many signals before the next look count as one."""
         self._pending = True
         self._progress.signals += 1
+
+    @workflow.signal
+    def payment_result(self, signal: PaymentSignal) -> None:
+        """Sent by the Stripe webhook endpoint (the charge is a top-up whose workflow_id is this
+        workflow): a hint to ask Stripe now about a charge still processing, never the result."""
+        self._payment_news = True
 
     # Same names as TopUpWorkflow's, so the review queue (API and CLI) decides a recharge charge
     # in review exactly as it decides a top-up.
@@ -147,11 +162,17 @@ class AutoRechargeWorkflow:
         await self._settle(plan, result)
 
     async def _wait_for_payment(self, plan: RechargePlan, result: ChargeResult) -> ChargeResult:
-        """A charge Stripe is still processing: ask again every poll interval until the deadline."""
+        """A charge Stripe is still processing: ask again when a webhook says so, or every poll
+        interval, until the deadline (then the caller cancels it)."""
         deadline = workflow.now() + timedelta(seconds=plan.payment_deadline_s)
         ref = TopUpRef(top_up_id=plan.top_up_id or "")
-        while workflow.now() < deadline:
-            await workflow.sleep(timedelta(seconds=plan.poll_interval_s))
+        while (remaining_s := (deadline - workflow.now()).total_seconds()) > 0:
+            try:
+                await workflow.wait_condition(lambda: self._payment_news,
+                                              timeout=min(plan.poll_interval_s, remaining_s))
+            except TimeoutError:
+                pass
+            self._payment_news = False
             check: PaymentCheck = await workflow.execute_activity_method(
                 TopUpActivities.check_payment, ref, start_to_close_timeout=_CALL_TIMEOUT, retry_policy=_NEVER_GIVE_UP
             )

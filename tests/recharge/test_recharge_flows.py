@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 
 import pytest
 
@@ -19,6 +20,7 @@ from tests.recharge.helpers import (
     triggers,
     wait_until,
 )
+from tests.payments.test_topup_flows import _decoded
 from tests.services import Stack
 from walletflow.recharge.contracts import recharge_workflow_id
 from walletflow.temporal_client import CUSTOMER_ID
@@ -68,6 +70,12 @@ async def test_a_large_drop_is_refilled_to_the_target_in_one_charge(stack: Stack
     intent = await stack.gateway.retrieve_payment_intent(charge.stripe_payment_intent_id)
     assert (intent.stripe_status, intent.amount) == ("succeeded", 4900)
     assert charge.idempotency_key == f"{recharge_workflow_id(str(customer), 'USD')}:1"
+    # No secret in the workflow's history: not the PaymentIntent's client secret, nor the keys.
+    history = await stack.client.get_workflow_handle(recharge_workflow_id(str(customer), "USD")).fetch_history()
+    recorded = _decoded(json.loads(history.to_json()))
+    assert intent.id in recorded and intent.client_secret
+    for secret in (intent.client_secret, stack.settings.stripe_api_key, stack.admin_key):
+        assert secret not in recorded
 
 
 async def test_cooldown_holds_a_second_drop_until_it_ends(stack: Stack) -> None:
