@@ -12,15 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import stripe
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError
 
-from activities.topups import _business_errors
+from walletflow.errors import WalletflowError
 from walletflow.ledger.service import Ledger
 from walletflow.payments.schemas import TopUpInfo
 from walletflow.payments.service import TopUps
@@ -211,6 +213,18 @@ class RechargeActivities:
             RechargeSignal(source=trigger.source, trigger_id=trigger.id),
         )
         await self.recharges.mark_relayed(trigger)
+
+
+@asynccontextmanager
+async def _business_errors() -> AsyncIterator[None]:
+    """Typed business failures become non-retryable activity errors; the rest (network,
+    database) is retried. Stripe's card errors never get here: the charge reports them."""
+    try:
+        yield
+    except WalletflowError as exc:
+        raise ApplicationError(exc.detail, type=type(exc).__name__, non_retryable=True) from exc
+    except (stripe.AuthenticationError, stripe.PermissionError) as exc:
+        raise ApplicationError(str(exc.user_message or exc), type=type(exc).__name__, non_retryable=True) from exc
 
 
 def _result(top_up: TopUpInfo, intent: PaymentIntentInfo) -> ChargeResult:
