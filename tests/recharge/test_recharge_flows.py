@@ -193,3 +193,21 @@ async def test_the_risk_gate_holds_a_large_recharge_for_review_like_a_top_up(sta
     assert (done.status, done.amount, done.risk_decision) == ("succeeded", 59_900, "review")
     assert (await stack.ledger.balance(customer, "USD")).posted == 60_000
     assert await stack.credits_for(done.id) == 1
+
+
+async def test_a_recharge_the_risk_gate_rejects_is_refunded_and_never_retried_in_a_loop(stack: Stack) -> None:
+    # The stack rejects anything from 900,000: each charge is refunded, counted like a decline,
+    # retried only after the backoff, and the policy is disabled after the third.
+    customer = await funded_customer(stack, 100)
+    await put_policy(stack, customer, target=950_000, daily_cap=5_000_000, monthly_cap=10_000_000)
+
+    attempts = await settled_charges(stack, customer, 3, timeout_s=40)
+    assert [(a.status, a.reason, a.risk_decision) for a in attempts] == [("refunded", "risk_rejected", "reject")] * 3
+    for attempt in attempts:
+        assert await stack.credits_for(attempt.id) == 0
+        refund = await stack.gateway.find_refund(attempt.stripe_payment_intent_id)
+        assert refund is not None and refund.amount == 949_900
+    policy = (await stack.http.get(f"/v1/customers/{customer}/auto-recharge/USD")).json()
+    assert (policy["enabled"], policy["disabled_reason"]) == (False, "consecutive_declines")
+    assert [e.data["reason"] for e in await events(stack, customer, "auto_recharge.failed")] == ["risk_rejected"] * 3
+    assert (await stack.ledger.balance(customer, "USD")).posted == 100
