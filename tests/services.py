@@ -247,7 +247,7 @@ async def stack(
         recharge_backoff_initial_s=1.0,
         recharge_backoff_max_s=2.0,
         recharge_max_consecutive_failures=3,
-        recharge_relay_poll_s=0.1,
+        recharge_relay_poll_s=0.2,
         recharge_relay_run_s=1.5,
         recharge_charges_per_run=2,
         recharge_poll_interval_s=1,
