@@ -32,7 +32,7 @@ MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": 
 async def mcp_url(live_api: LiveApi) -> AsyncIterator[str]:
     port = free_port()
     env = {**os.environ, "WALLETFLOW_MCP_API_URL": live_api.url, "WALLETFLOW_MCP_API_KEY": ""}
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: ASYNC220 (starting it does not block; it runs beside the test)
         [sys.executable, "-m", "walletflow.cli", "mcp", "--transport", "http", "--port", str(port)], env=env,
     )
     url = f"http://127.0.0.1:{port}/mcp"

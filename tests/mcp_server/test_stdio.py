@@ -141,12 +141,14 @@ async def test_an_assistant_prices_a_product_and_funds_a_customer(live_api: Live
 
 
 async def test_stdio_refuses_to_start_without_a_key(live_api: LiveApi) -> None:
+    import asyncio
     import subprocess
     import sys
 
-    done = subprocess.run(
+    done = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "walletflow.cli", "mcp", "--transport", "stdio"],
         env={"PATH": "/usr/bin:/bin", "WALLETFLOW_MCP_API_URL": live_api.url, "WALLETFLOW_MCP_API_KEY": ""},
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False,
     )
     assert done.returncode != 0 and "WALLETFLOW_MCP_API_KEY" in done.stderr

@@ -15,7 +15,7 @@ import asyncio
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import httpx
 
@@ -134,7 +134,7 @@ class AsyncWalletflow:
         if self._owns_http:
             await self._http.aclose()
 
-    async def __aenter__(self) -> AsyncWalletflow:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -244,7 +244,7 @@ class Walletflow:
         if self._owns_http:
             self._http.close()
 
-    def __enter__(self) -> Walletflow:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_: object) -> None:
