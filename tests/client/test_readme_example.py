@@ -17,7 +17,7 @@ README = Path(__file__).parents[2] / "README.md"
 def readme_example() -> str:
     text = README.read_text()
     section = text[text.index("### Python client"):]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
+    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)  # type: ignore[union-attr]
 
 
 async def test_the_readme_client_example_runs(live_api: LiveApi) -> None:
