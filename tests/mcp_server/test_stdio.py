@@ -55,6 +55,11 @@ async def test_the_tools_explain_themselves_to_an_assistant_that_never_saw_walle
     for name in ("post_adjustment", "create_top_up_link"):
         assert "idempotency_key" in by_name[name].input_schema["required"]
     assert "minor unit" in (by_name["get_wallet"].description or "")
+    # Hints an assistant's client uses to decide what needs the user's confirmation.
+    for name in ("list_assets", "list_products", "get_wallet", "simulate_prices", "margin_report", "find_customer"):
+        assert by_name[name].annotations is not None and by_name[name].annotations.read_only_hint is True, name
+    for name in ("post_adjustment", "create_top_up_link", "create_price_version", "publish_price_version"):
+        assert by_name[name].annotations is not None and by_name[name].annotations.read_only_hint is False, name
 
 
 async def test_an_assistant_prices_a_product_and_funds_a_customer(live_api: LiveApi) -> None:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from walletflow.client import AsyncWalletflow, WalletflowAPIError, WalletflowConnectionError
@@ -126,11 +127,30 @@ async def _call(make: Callable[[], Awaitable[Any]]) -> Any:
         raise ToolError(f"walletflow_unreachable: the walletflow API did not answer ({exc})") from exc
 
 
+_READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+#: Writes that answer the same when repeated with the same values (assets, products, customers, or
+#: a money movement under the same idempotency key).
+_IDEMPOTENT = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+_ANNOTATIONS = {
+    "list_assets": _READ, "list_products": _READ, "list_price_versions": _READ, "simulate_prices": _READ,
+    "find_customer": _READ, "get_wallet": _READ, "margin_report": _READ,
+    "create_asset": _IDEMPOTENT, "create_product": _IDEMPOTENT, "create_customer": _IDEMPOTENT,
+    "publish_price_version": _IDEMPOTENT, "post_adjustment": _IDEMPOTENT,
+    "add_asset_rate": ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
+                                      open_world_hint=False),
+    "create_price_version": ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
+                                            open_world_hint=False),
+    # Talks to Stripe; the same idempotency key answers the same top-up.
+    "create_top_up_link": ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
+                                          open_world_hint=True),
+}
+
+
 def register(server: MCPServer, client_for: ClientFactory) -> None:
     """Add every walletflow tool to ``server``."""
 
     def tool(fn: Callable[..., Any]) -> Callable[..., Any]:
-        server.add_tool(fn, description=inspect.cleandoc(fn.__doc__ or ""))
+        server.add_tool(fn, description=inspect.cleandoc(fn.__doc__ or ""), annotations=_ANNOTATIONS[fn.__name__])
         return fn
 
     @tool
@@ -314,8 +334,8 @@ def register(server: MCPServer, client_for: ClientFactory) -> None:
                                                  "debits it; never 0.")],
         reason: Annotated[Literal["external_topup", "external_refund", "gift", "other"], Field(
             description="external_topup: money you took with your own payment provider (credit); "
-                        "external_refund: money you returned (debit); gift: free promotional credit (credit, "
-                        "used before paid credit when it expires); other: a manual correction (either sign).")],
+                        "external_refund: money you returned (debit); gift: free promotional credit (credit; "
+                        "add expires_at to make it lapse); other: a manual correction (either sign).")],
         idempotency_key: Annotated[str, Field(description="A unique id for THIS adjustment, e.g. your payment id "
                                                           '"pi_123" or "welcome-gift-acme". Calling again with the '
                                                           "same key and values returns the original instead of "
