@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -63,7 +64,7 @@ async def test_assets_rates_and_products_page_through_every_item(wf: AsyncWallet
 
     fiat = code("F")
     await wf.create_asset(fiat, "Fiat", 2, "fiat")
-    rate = await wf.add_asset_rate(created[0], fiat, "0.002", valid_from=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    rate = await wf.add_asset_rate(created[0], fiat, Decimal("0.002"), valid_from=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     assert (rate.asset, rate.currency, rate.rate) == (created[0], fiat, "0.002")
     assert [r.rate for r in await wf.list_asset_rates(created[0])] == ["0.002"]
     assert (await wf.get_asset(created[1])).name == f"Credits {created[1]}"
@@ -121,9 +122,10 @@ async def test_pricing_usage_and_margins(wf: AsyncWalletflow) -> None:
         {"event_type": event_type, "asset": asset, "model": "package", "quantity_field": "input_tokens",
          "package_size": 1_000_000, "unit_price": "250", "dimensions": {"model": "*"}},
         {"event_type": event_type, "asset": asset, "model": "package", "quantity_field": "output_tokens",
-         "package_size": 1_000_000, "unit_price": "1000", "dimensions": {"model": "*"}},
+         "package_size": 1_000_000, "unit_price": Decimal(1000), "dimensions": {"model": "*"}},
     ])
     assert (draft.status, draft.version) == ("draft", 1)
+    assert draft.prices[1]["unit_price"] == "1000"
     data = {"model": "gpt-4o", "input_tokens": 120_000, "output_tokens": 30_000}
     [fee] = await wf.simulate(product, 1, [{"event_type": event_type, "data": data}])
     assert (fee.status, fee.asset, fee.amount) == ("priced", asset, 60)

@@ -12,6 +12,7 @@ import datetime as dt
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import TypeAdapter
@@ -58,6 +59,7 @@ def _compact(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _time(value: dt.datetime | str | None) -> str | None:
+    """A time for a query string (bodies are serialised whole, see ``_core._body``)."""
     return value.isoformat() if isinstance(value, dt.datetime) else value
 
 
@@ -87,7 +89,7 @@ def list_assets(limit: int | None = None, cursor: str | None = None) -> Call[m.P
 
 
 def add_asset_rate(
-    code: str, currency: str, rate: str, valid_from: dt.datetime | str | None = None
+    code: str, currency: str, rate: str | Decimal, valid_from: dt.datetime | str | None = None
 ) -> Call[m.Rate]:
     """Record the fiat price of one whole unit of ``code`` (a decimal string) from ``valid_from``
     (default now)."""
@@ -276,16 +278,8 @@ def simulate(product_code: str, version: int, events: Sequence[Mapping[str, Any]
 def ingest_events(events: Sequence[Mapping[str, Any]]) -> Call[list[m.EventResult]]:
     """Send up to 1,000 usage events; one result per event, in order. Each event's ``id`` is its
     idempotency key forever, so a resent batch debits nothing twice."""
-    def jsonable(event: Mapping[str, Any]) -> dict[str, Any]:
-        out = dict(event)
-        for key in ("occurred_at",):
-            out[key] = _time(out.get(key))
-        if out.get("customer_id") is not None:
-            out["customer_id"] = str(out["customer_id"])
-        return out
-
     return Call("POST", "/v1/events", lambda body: _reader(list[m.EventResult])(body["results"]),
-                json={"events": [jsonable(e) for e in events]}, retry_safe=True)
+                json={"events": list(events)}, retry_safe=True)
 
 
 def create_authorization(
@@ -301,7 +295,7 @@ def create_authorization(
     wallet cannot cover it."""
     key = _new_key(idempotency_key)
     body = _compact({
-        "idempotency_key": key, "customer_id": str(customer_id), "asset": asset, "amount": amount,
+        "idempotency_key": key, "customer_id": customer_id, "asset": asset, "amount": amount,
         "expires_in_s": expires_in_s, "metadata": metadata,
     })
     return Call("POST", "/v1/authorizations", _reader(m.Authorization), json=body, retry_safe=True,
@@ -353,7 +347,7 @@ def create_top_up(
     a ``checkout_url``, Stripe's hosted payment page."""
     key = _new_key(idempotency_key)
     body = _compact({
-        "idempotency_key": key, "customer_id": str(customer_id), "amount": amount, "currency": currency,
+        "idempotency_key": key, "customer_id": customer_id, "amount": amount, "currency": currency,
         "asset": asset, "mode": mode, "return_url": return_url,
     })
     return Call("POST", "/v1/top-ups", _reader(m.TopUp), json=body, retry_safe=True, idempotency_key=key)

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import httpx
+from pydantic_core import to_jsonable_python
 
 from walletflow import __version__
 from walletflow.client import _calls as calls
@@ -49,6 +50,11 @@ def _result(call: calls.Call[T], response: httpx.Response) -> T:
             body = None
         raise error_from_response(response.status_code, body, response.text)
     return call.parse(response.json() if response.content else None)
+
+
+def _body(call: calls.Call[Any]) -> Any:
+    """JSON of the body: UUIDs, datetimes and Decimals (e.g. a unit price) become strings."""
+    return None if call.json is None else to_jsonable_python(call.json)
 
 
 def _delay(attempt: int) -> float:
@@ -103,7 +109,7 @@ class AsyncWalletflow:
         while True:
             try:
                 response = await self._http.request(
-                    call.method, self.base_url + call.path, json=call.json, params=call.params,
+                    call.method, self.base_url + call.path, json=_body(call), params=call.params,
                     headers={**self._headers, **call.extra_headers},
                 )
             except httpx.TransportError as exc:
@@ -217,7 +223,7 @@ class Walletflow:
         while True:
             try:
                 response = self._http.request(
-                    call.method, self.base_url + call.path, json=call.json, params=call.params,
+                    call.method, self.base_url + call.path, json=_body(call), params=call.params,
                     headers={**self._headers, **call.extra_headers},
                 )
             except httpx.TransportError as exc:
