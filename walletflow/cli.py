@@ -34,6 +34,26 @@ app.add_typer(schedules_app, name="schedules")
 app.add_typer(settle_app, name="settle")
 
 
+@app.command("mcp")
+def mcp(
+    transport: str = typer.Option("stdio", help="stdio (the MCP client starts this command) or http (streamable HTTP)."),
+    api_url: str | None = typer.Option(None, help="walletflow API base URL (default WALLETFLOW_MCP_API_URL)."),
+    api_key: str | None = typer.Option(None, help="stdio: API key the tools act with (default WALLETFLOW_MCP_API_KEY)."),
+    host: str = typer.Option("127.0.0.1", help="http: interface to listen on."),
+    port: int | None = typer.Option(None, help="http: port to listen on (default WALLETFLOW_MCP_PORT, 8765)."),
+) -> None:
+    """Serve the MCP server for AI assistants. Over http every request needs
+    'Authorization: Bearer <walletflow API key>'; the endpoint is /mcp."""
+    from walletflow.mcp_server.server import run
+
+    settings = get_settings()
+    try:
+        run(transport, api_url or settings.mcp_api_url, api_key or settings.mcp_api_key or None, host,
+            port or settings.mcp_port)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
 @apikey_app.command("create")
 def apikey_create(
     name: str = typer.Option(..., help="What the key is for."),

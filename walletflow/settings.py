@@ -143,6 +143,14 @@ class Settings(BaseSettings):
     #: Charges after which a recharge workflow continues as new (bounded history).
     recharge_charges_per_run: int = 50
 
+    # --- MCP server (`walletflow mcp`) -------------------------------------------------------
+    #: The walletflow API the MCP tools call.
+    mcp_api_url: str = "http://127.0.0.1:8000"
+    #: The API key the tools act with over stdio (over HTTP each MCP client sends its own).
+    mcp_api_key: str = ""
+    #: Port of ``walletflow mcp --transport http``.
+    mcp_port: int = 8765
+
     # --- fault injection (tests only; both empty/zero in production) ------------------------
     #: ``before_credit`` or ``after_credit``: the credit activity pauses there for
     #: ``crash_pause_s`` (heartbeating), so a crash test can kill the worker at that exact point.
