@@ -122,6 +122,22 @@ class Settings(BaseSettings):
     grant_expiry_batch_size: int = 500
     grant_expiry_max_batches: int = 20
 
+    # --- billing portal (`POST /v1/portal/sessions`) ------------------------------------------
+    #: HMAC-SHA256 key that signs portal links (at least 32 characters). Set it in production,
+    #: the same on every API replica. Empty: a random one is generated on first use and kept in
+    #: ``portal_secret_file`` (dev convenience: one machine, survives restarts).
+    portal_secret: str = ""
+    portal_secret_file: str = "./.walletflow-portal-secret"
+    #: How long a portal link works, in seconds (default 10 minutes, at most one day).
+    portal_session_ttl_s: int = 600
+    #: Where portal links point: the API's public base URL as the customer's browser reaches it.
+    portal_base_url: str = "http://127.0.0.1:8000"
+    #: Stripe.js for the portal's top-up form: Stripe's own in production; localstripe's
+    #: ``http://127.0.0.1:PORT/js.stripe.com/v3/`` in tests and dev.
+    stripe_js_url: str = "https://js.stripe.com/v3/"
+    #: Publishable key the portal's Stripe.js uses (never the secret key).
+    stripe_publishable_key: str = "pk_test_walletflow"
+
     # --- fault injection (tests only; both empty/zero in production) ------------------------
     #: ``before_credit`` or ``after_credit``: the credit activity pauses there for
     #: ``crash_pause_s`` (heartbeating), so a crash test can kill the worker at that exact point.
