@@ -46,6 +46,7 @@ templates.env.filters["money"] = views.format_amount
 api = APIRouter(tags=["portal"])
 pages = APIRouter(include_in_schema=False)
 HTTP_URL = re.compile(r"^https?://[^\s]{1,1990}$")
+CURRENCY = re.compile(r"^[A-Z]{3}$")
 #: Top-up statuses after which the page stops polling.
 FINAL = ("succeeded", "failed", "rejected", "refunded", "in_review")
 
@@ -135,7 +136,8 @@ async def portal_page(request: Request, token: str, services: ServicesDep, curso
         "customer": customer, "session": session, "token": token, "balances": balances, "charts": charts,
         "transactions": rows, "scale_of": scale_of, "next_cursor": next_cursor, "paged": cursor is not None,
         "grants": await views.grants(ledger, customer.id),
-        "fiat_assets": [b for b in balances if (await ledger.get_asset(b.asset)).kind == "fiat"],
+        # Card top-ups pay in a currency: fiat wallet assets with an ISO code.
+        "fiat_assets": [b for b in balances if CURRENCY.match(b.asset) and (await ledger.get_asset(b.asset)).kind == "fiat"],
         "stripe_js_url": services.settings.stripe_js_url,
         "stripe_publishable_key": services.settings.stripe_publishable_key,
         "api_base": f"/portal/{token}/api",
