@@ -48,9 +48,13 @@ async def test_a_session_link_opens_the_customers_page_with_real_data(portal: Po
     assert row is not None
     assert '<td class="available" data-minor="5445">54.45</td>' in row.group(1)
     assert '<td class="held" data-minor="0">0.00</td>' in row.group(1)
-    # the gift with its expiry; the paid grant after the usage drew from it (consumption order)
+    # the gift with its expiry
     assert f'datetime="{expires.isoformat()}"' in html
-    assert "promotional" in html and "12.34" in html
+    grant_rows = re.findall(r'<tr class="grant".*?</tr>', html, re.S)
+    gift = [r for r in grant_rows if "promotional" in r]
+    assert len(grant_rows) == 2 and len(gift) == 1
+    # the gift expires first, so the usage drew from it (consumption order): 12.34 - 7.89
+    assert '<td class="remaining">4.45</td>' in gift[0] and '<td class="of">12.34</td>' in gift[0]
     # the history: the usage debit, signed
     assert 'data-kind="usage"' in html and 'data-minor="-789"' in html
     # the chart: 30 bars, today's holds the spend

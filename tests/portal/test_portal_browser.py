@@ -1,0 +1,183 @@
+"""The portal in headless Chromium (Debian's ``chromium``, driven by Playwright; no browser is
+downloaded), against the real stack: the API served by uvicorn, a worker, Temporal's dev server
+and localstripe, whose test Stripe.js the page loads. Each backend runs the same tests."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest_asyncio
+import uvicorn
+from fastapi import FastAPI
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from tests.portal.conftest import PORTAL_SECRET
+from tests.services import Stack, free_port
+from walletflow.db.types import utcnow
+from walletflow.portal import tokens
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def chromium_binary() -> str:
+    found = shutil.which("chromium") or "/usr/bin/chromium"
+    if not shutil.which(found):
+        raise RuntimeError("Debian's chromium is required for the portal tests (apt-get install -y chromium)")
+    return found
+
+
+@dataclass
+class Site:
+    base_url: str
+    app: FastAPI
+    http: httpx.AsyncClient  # admin key, over ASGI
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=chromium_binary(), args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def site(stack: Stack, localstripe_url: str) -> AsyncIterator[Site]:
+    """The stack's API on a real port, with the page loading localstripe's Stripe.js."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    app = stack.app_with(portal_secret=PORTAL_SECRET, portal_base_url=base_url,
+                         stripe_js_url=f"{localstripe_url}/js.stripe.com/v3/", stripe_publishable_key="pk_test_portal")
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    async with stack.http_for(app) as http:
+        yield Site(base_url, app, http)
+    server.should_exit = True
+    await task
+
+
+async def _session_url(site: Site, customer: uuid.UUID) -> str:
+    response = await site.http.post("/v1/portal/sessions", json={"customer_id": str(customer)})
+    assert response.status_code == 201, response.text
+    url = response.json()["url"]
+    assert url.startswith(site.base_url + "/portal/")
+    return url
+
+
+async def _open(browser: Browser, url: str) -> tuple[Page, list[str], int]:
+    page = await browser.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    response = await page.goto(url)
+    assert response is not None
+    return page, problems, response.status
+
+
+async def test_the_page_renders_the_customers_real_data(stack: Stack, site: Site, browser: Browser) -> None:
+    customer = await stack.new_customer()
+    expires = (utcnow() + dt.timedelta(days=20)).replace(microsecond=0)
+    await stack.ledger.credit(customer, "USD", 5000, f"b-{uuid.uuid4().hex}")
+    await stack.ledger.credit(customer, "USD", 1234, f"b-{uuid.uuid4().hex}", source="promotional", expires_at=expires)
+    await stack.ledger.debit(customer, "USD", 789, f"b-{uuid.uuid4().hex}")
+
+    page, problems, status = await _open(browser, await _session_url(site, customer))
+    try:
+        assert status == 200
+        await expect(page.locator('tr.balance[data-asset="USD"] td.available')).to_have_text("54.45")
+        await expect(page.locator('tr.balance[data-asset="USD"] td.posted')).to_have_text("54.45")
+        grant = page.locator("tr.grant", has_text="promotional")
+        # the gift expires first, so the usage drew from it first (consumption order): 12.34 - 7.89
+        await expect(grant.locator("td.remaining")).to_have_text("4.45")
+        await expect(grant.locator("td.of")).to_have_text("12.34")
+        await expect(page.locator("tr.grant", has_text="paid").locator("td.remaining")).to_have_text("50.00")
+        await expect(grant.locator("td.expires time")).to_have_attribute("datetime", expires.isoformat())
+        await expect(page.locator('tr.transaction[data-kind="usage"] td.amount')).to_have_text("-7.89")
+        await expect(page.locator("tr.transaction")).to_have_count(3)
+        bars = page.locator('svg.spend-chart[data-asset="USD"] rect.bar')
+        await expect(bars).to_have_count(30)
+        today = page.locator(f'svg.spend-chart rect.bar[data-day="{utcnow().date().isoformat()}"]')
+        await expect(today).to_have_attribute("data-amount", "789")
+        assert float(await today.get_attribute("height") or 0) > 0
+        # localstripe's Stripe.js loaded (under the page's CSP) and mounted its card fields
+        await expect(page.locator('#card-element input[placeholder="number"]')).to_have_count(1)
+        assert problems == []
+    finally:
+        await page.close()
+
+
+async def test_expired_forged_and_foreign_links_are_refused(stack: Stack, site: Site, browser: Browser) -> None:
+    customer = await stack.new_customer()
+    await stack.ledger.credit(customer, "USD", 4321, f"b-{uuid.uuid4().hex}")
+    valid = (await _session_url(site, customer)).rsplit("/", 1)[1]
+    secret = PORTAL_SECRET.encode()
+    expired = tokens.issue(secret, customer, utcnow() - dt.timedelta(seconds=1))
+    forged = tokens.issue(b"some-other-secret-" + b"z" * 32, customer, utcnow() + dt.timedelta(minutes=10))
+    for token in (expired, forged, valid[:-3] + "abc"):
+        page, _, status = await _open(browser, f"{site.base_url}/portal/{token}")
+        try:
+            assert status == 403
+            await expect(page.locator("h1")).to_have_text("This link is not valid")
+            assert "43.21" not in await page.content()
+        finally:
+            await page.close()
+    # Another customer's link shows only that customer.
+    other = await stack.new_customer()
+    page, _, status = await _open(browser, await _session_url(site, other))
+    try:
+        assert status == 200
+        await expect(page.locator("tr.balance")).to_have_count(0)
+        assert "43.21" not in await page.content()
+    finally:
+        await page.close()
+
+
+async def test_a_top_up_through_the_page_credits_the_wallet_once(stack: Stack, site: Site, browser: Browser) -> None:
+    customer = await stack.new_customer()
+    await stack.ledger.credit(customer, "USD", 1000, f"b-{uuid.uuid4().hex}")  # so the wallet shows USD
+    page, problems, status = await _open(browser, await _session_url(site, customer))
+    try:
+        assert status == 200
+        await expect(page.locator('tr.balance[data-asset="USD"] td.available')).to_have_text("10.00")
+        await page.fill("#topup-amount", "25.00")
+        await page.select_option("#topup-asset", "USD")
+        card = page.locator("#card-element")
+        await card.locator('input[placeholder="number"]').fill("4242424242424242")
+        await card.locator('input[placeholder="exp_month"]').fill("12")
+        await card.locator('input[placeholder="exp_year"]').fill("34")
+        await card.locator('input[placeholder="cvc"]').fill("123")
+        await card.locator('input[placeholder="postal_code"]').fill("10001")
+        await page.click("#topup-button")
+        await expect(page.locator("#topup-status")).to_have_attribute("data-state", "succeeded", timeout=60_000)
+        await expect(page.locator('tr.balance[data-asset="USD"] td.available')).to_have_text("35.00")
+        assert problems == []
+    finally:
+        await page.close()
+
+    assert await stack.balance(customer) == 3500
+    async with stack.engine.connect() as conn:
+        from sqlalchemy import select
+
+        from walletflow.payments import repository as payments_repo
+
+        t = payments_repo.top_ups
+        rows = (await conn.execute(select(t.c.id, t.c.status, t.c.amount, t.c.idempotency_key)
+                                   .where(t.c.customer_id == customer))).all()
+    assert len(rows) == 1
+    top_up = rows[0]
+    assert (top_up.status, top_up.amount) == ("succeeded", 2500)
+    assert top_up.idempotency_key.startswith(f"portal:{customer}:")
+    assert await stack.credits_for(top_up.id) == 1
+    # The payment really went through Stripe (localstripe): the PaymentIntent succeeded.
+    info = await stack.topups.get(top_up.id)
+    assert info.stripe_payment_intent_id is not None
+    intent = await stack.gateway.retrieve_payment_intent(info.stripe_payment_intent_id)
+    assert intent.stripe_status == "succeeded"
