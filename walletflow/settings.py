@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./walletflow.db"
@@ -129,7 +130,7 @@ class Settings(BaseSettings):
     portal_secret: str = ""
     portal_secret_file: str = "./.walletflow-portal-secret"
     #: How long a portal link works, in seconds (default 10 minutes, at most one day).
-    portal_session_ttl_s: int = 600
+    portal_session_ttl_s: int = Field(default=600, ge=30, le=86_400)
     #: Where portal links point: the API's public base URL as the customer's browser reaches it.
     portal_base_url: str = "http://127.0.0.1:8000"
     #: Stripe.js for the portal's top-up form: Stripe's own in production; localstripe's
