@@ -257,9 +257,18 @@ BROWSER_CONFIRM_JS = """
 
 
 # Imported after the patches: the server binds each route to the class method at import time.
-from localstripe.server import api_create, api_extra, api_list_all, api_retrieve, app, start  # noqa: E402
-from localstripe.server import get_post_data, json_response, localstripe_js  # noqa: E402
-from aiohttp import web  # noqa: E402
+from aiohttp import web
+from localstripe.server import (
+    api_create,
+    api_extra,
+    api_list_all,
+    api_retrieve,
+    app,
+    get_post_data,
+    json_response,
+    localstripe_js,
+    start,
+)
 
 
 @web.middleware

@@ -37,9 +37,9 @@ def bars(days: list[DailySpend], scale: int, asset: str) -> list[Bar]:
 def svg(days: list[DailySpend], scale: int, asset: str) -> str:
     """The chart as an ``<svg>`` element; every bar carries a ``<title>`` with its day and amount."""
     parts = [
-        f'<svg class="spend-chart" data-asset="{escape(asset)}" viewBox="0 0 {WIDTH} {HEIGHT}" '
-        f'role="img" aria-label="{escape(asset)} spend per day, last {len(days)} days" '
-        f'xmlns="http://www.w3.org/2000/svg">',
+        (f'<svg class="spend-chart" data-asset="{escape(asset)}" viewBox="0 0 {WIDTH} {HEIGHT}" '
+         f'role="img" aria-label="{escape(asset)} spend per day, last {len(days)} days" '
+         f'xmlns="http://www.w3.org/2000/svg">'),
         f'<line x1="0" y1="{HEIGHT - PAD_BOTTOM}" x2="{WIDTH}" y2="{HEIGHT - PAD_BOTTOM}" class="axis"/>',
     ]
     for bar, day in zip(bars(days, scale, asset), days, strict=True):

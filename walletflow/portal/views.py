@@ -9,8 +9,9 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import Date, cast, func, select
+from sqlalchemy import ColumnElement, Date, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from walletflow.ledger import repository as repo
@@ -89,6 +90,7 @@ async def daily_spend(
     async with engine.connect() as conn:
         # SQLite stores naive UTC text ('YYYY-MM-DD HH:MM:SS'): its date() is the UTC day.
         # PostgreSQL's timestamptz is cut to a date in UTC explicitly, whatever the session zone.
+        day: ColumnElement[Any]
         if conn.dialect.name == "postgresql":
             day = cast(func.timezone("UTC", e.c.created_at), Date)
         else:
