@@ -181,3 +181,59 @@ async def test_a_top_up_through_the_page_credits_the_wallet_once(stack: Stack, s
     assert info.stripe_payment_intent_id is not None
     intent = await stack.gateway.retrieve_payment_intent(info.stripe_payment_intent_id)
     assert intent.stripe_status == "succeeded"
+
+
+async def test_a_declined_card_credits_nothing(stack: Stack, site: Site, browser: Browser) -> None:
+    customer = await stack.new_customer()
+    await stack.ledger.credit(customer, "USD", 1000, f"b-{uuid.uuid4().hex}")
+    page, _, status = await _open(browser, await _session_url(site, customer))
+    try:
+        assert status == 200
+        await page.fill("#topup-amount", "30.00")
+        card = page.locator("#card-element")
+        await card.locator('input[placeholder="number"]').fill("4000000000000341")  # attaches, declines on charge
+        await card.locator('input[placeholder="exp_month"]').fill("12")
+        await card.locator('input[placeholder="exp_year"]').fill("34")
+        await card.locator('input[placeholder="cvc"]').fill("123")
+        await page.click("#topup-button")
+        await expect(page.locator("#topup-status")).to_have_attribute("data-state", "error", timeout=30_000)
+        await expect(page.locator('tr.balance[data-asset="USD"] td.available')).to_have_text("10.00")
+    finally:
+        await page.close()
+    async with stack.engine.connect() as conn:
+        from sqlalchemy import select
+
+        from walletflow.payments import repository as payments_repo
+
+        t = payments_repo.top_ups
+        ids = (await conn.execute(select(t.c.id).where(t.c.customer_id == customer))).scalars().all()
+    assert len(ids) == 1
+    await stack.wait_for(ids[0], "failed", timeout_s=30)  # the decline webhook ends it
+    assert await stack.credits_for(ids[0]) == 0
+    assert await stack.balance(customer) == 1000
+
+
+async def test_the_pages_top_up_endpoint_is_idempotent_per_attempt(stack: Stack, site: Site) -> None:
+    """A retried request (same key the page made) answers with the same top-up and the same
+    client secret; the same key with another amount is a conflict; nothing is paid twice."""
+    customer = await stack.new_customer()
+    token = (await _session_url(site, customer)).rsplit("/", 1)[1]
+    body = {"idempotency_key": uuid.uuid4().hex, "asset": "USD", "amount": "12.50"}
+    first = await site.http.post(f"/portal/{token}/api/top-ups", json=body, headers={"Authorization": ""})
+    assert first.status_code == 201, first.text
+    again = await site.http.post(f"/portal/{token}/api/top-ups", json=body, headers={"Authorization": ""})
+    assert again.status_code == 201, again.text
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["client_secret"] == first.json()["client_secret"]
+    assert first.json()["amount"] == 1250 and first.json()["client_secret"].startswith("pi_")
+    conflict = await site.http.post(f"/portal/{token}/api/top-ups", json={**body, "amount": "13.00"})
+    assert conflict.status_code == 409 and conflict.json()["code"] == "idempotency_conflict"
+    # Paid once (as Stripe.js would), credited once.
+    info = await stack.topups.get(uuid.UUID(first.json()["id"]))
+    assert info.stripe_payment_intent_id is not None
+    await stack.pay(info.stripe_payment_intent_id)
+    await stack.wait_for(info.id, "succeeded")
+    assert await stack.credits_for(info.id) == 1
+    assert await stack.balance(customer) == 1250
+    status = await site.http.get(f"/portal/{token}/api/top-ups/{info.id}")
+    assert status.json()["status"] == "succeeded" and status.json()["final"] is True
