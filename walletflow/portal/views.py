@@ -8,14 +8,15 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import ColumnElement, Date, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from walletflow.errors import ValidationError
 from walletflow.ledger import repository as repo
-from walletflow.ledger.schemas import GrantInfo
+from walletflow.ledger.schemas import MAX_AMOUNT, GrantInfo
 from walletflow.ledger.service import Ledger
 
 #: Ledger transaction kinds that are the customer spending: usage debits and hold captures.
@@ -28,6 +29,27 @@ def format_amount(amount: int, scale: int) -> str:
     """Minor units as a decimal string with the asset's scale: 123456, 2 -> '1,234.56'."""
     value = Decimal(amount).scaleb(-scale)
     return f"{value:,.{scale}f}"
+
+
+def plain_amount(amount: int, scale: int) -> str:
+    """Minor units as a form field shows them: 123456, 2 -> '1234.56' (no separators)."""
+    return f"{Decimal(amount).scaleb(-scale):.{scale}f}"
+
+
+def minor_units(amount: str, scale: int, field: str, *, allow_zero: bool = False) -> int:
+    """What the customer typed ('20.00', whole units) in minor units, exactly, or a 422."""
+    try:
+        value = Decimal(amount)
+    except InvalidOperation as exc:
+        raise ValidationError(f"{field} must be a decimal number like 20.00", field=field) from exc
+    if not value.is_finite() or value < 0 or (value == 0 and not allow_zero):
+        raise ValidationError(f"{field} must be {'zero or more' if allow_zero else 'positive'}", field=field)
+    minor = value.scaleb(scale)
+    if minor != minor.to_integral_value():
+        raise ValidationError(f"{field} has more than {scale} decimals", field=field)
+    if minor > MAX_AMOUNT:
+        raise ValidationError(f"{field} is too large", field=field)
+    return int(minor)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ import datetime as dt
 import logging
 import re
 import uuid
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,7 +31,6 @@ from walletflow.api.routers.topups import TemporalUnavailable, temporal_client
 from walletflow.db.types import utcnow
 from walletflow.errors import NotFound, ValidationError
 from walletflow.ledger import reads
-from walletflow.ledger.schemas import MAX_AMOUNT
 from walletflow.payments.stripe_gateway import StripeGateway
 from walletflow.portal import chart, tokens, views
 from walletflow.portal.tokens import InvalidPortalToken, PortalSession
@@ -183,21 +181,6 @@ class PortalTopUpOut(BaseModel):
     final: bool
 
 
-def _minor_units(amount: str, scale: int) -> int:
-    try:
-        value = Decimal(amount)
-    except InvalidOperation as exc:
-        raise ValidationError("amount must be a decimal number like 20.00", field="amount") from exc
-    if not value.is_finite() or value <= 0:
-        raise ValidationError("amount must be positive", field="amount")
-    minor = value.scaleb(scale)
-    if minor != minor.to_integral_value():
-        raise ValidationError(f"amount has more than {scale} decimals", field="amount")
-    if minor > MAX_AMOUNT:
-        raise ValidationError("amount is too large", field="amount")
-    return int(minor)
-
-
 @pages.get("/portal/{token}/api/wallet")
 async def portal_wallet(token: str, services: ServicesDep, response: Response) -> list[PortalBalance]:
     session = _session(services, token)
@@ -217,7 +200,7 @@ async def portal_top_up(token: str, body: PortalTopUpIn, request: Request, servi
     asset = await services.ledger.get_asset(body.asset)
     if asset.kind != "fiat":
         raise ValidationError("only a fiat asset can be paid by card", field="asset")
-    amount = _minor_units(body.amount, asset.scale)
+    amount = views.minor_units(body.amount, asset.scale, "amount")
     # Namespaced so a page's key can never meet a key the platform chose for its own top-ups.
     key = f"portal:{session.customer_id}:{body.idempotency_key}"
     top_up, _ = await services.topups.create(key, session.customer_id, amount, asset.code, asset.code)
