@@ -4,82 +4,15 @@ and localstripe, whose test Stripe.js the page loads. Each backend runs the same
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import shutil
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-import httpx
-import pytest_asyncio
-import uvicorn
-from fastapi import FastAPI
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, expect
 
-from tests.portal.conftest import PORTAL_SECRET
-from tests.services import Stack, free_port
+from tests.portal.conftest import PORTAL_SECRET, Site, open_page, session_url
+from tests.services import Stack
 from walletflow.db.types import utcnow
 from walletflow.portal import tokens
-
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-def chromium_binary() -> str:
-    found = shutil.which("chromium") or "/usr/bin/chromium"
-    if not shutil.which(found):
-        raise RuntimeError("Debian's chromium is required for the portal tests (apt-get install -y chromium)")
-    return found
-
-
-@dataclass
-class Site:
-    base_url: str
-    app: FastAPI
-    http: httpx.AsyncClient  # admin key, over ASGI
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=chromium_binary(), args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def site(stack: Stack, localstripe_url: str) -> AsyncIterator[Site]:
-    """The stack's API on a real port, with the page loading localstripe's Stripe.js."""
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    app = stack.app_with(portal_secret=PORTAL_SECRET, portal_base_url=base_url,
-                         stripe_js_url=f"{localstripe_url}/js.stripe.com/v3/", stripe_publishable_key="pk_test_portal")
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    async with stack.http_for(app) as http:
-        yield Site(base_url, app, http)
-    server.should_exit = True
-    await task
-
-
-async def _session_url(site: Site, customer: uuid.UUID) -> str:
-    response = await site.http.post("/v1/portal/sessions", json={"customer_id": str(customer)})
-    assert response.status_code == 201, response.text
-    url = response.json()["url"]
-    assert url.startswith(site.base_url + "/portal/")
-    return url
-
-
-async def _open(browser: Browser, url: str) -> tuple[Page, list[str], int]:
-    page = await browser.new_page()
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    response = await page.goto(url)
-    assert response is not None
-    return page, problems, response.status
 
 
 async def test_the_page_renders_the_customers_real_data(stack: Stack, site: Site, browser: Browser) -> None:
@@ -89,7 +22,7 @@ async def test_the_page_renders_the_customers_real_data(stack: Stack, site: Site
     await stack.ledger.credit(customer, "USD", 1234, f"b-{uuid.uuid4().hex}", source="promotional", expires_at=expires)
     await stack.ledger.debit(customer, "USD", 789, f"b-{uuid.uuid4().hex}")
 
-    page, problems, status = await _open(browser, await _session_url(site, customer))
+    page, problems, status = await open_page(browser, await session_url(site, customer))
     try:
         assert status == 200
         await expect(page.locator('tr.balance[data-asset="USD"] td.available')).to_have_text("54.45")
@@ -117,12 +50,12 @@ async def test_the_page_renders_the_customers_real_data(stack: Stack, site: Site
 async def test_expired_forged_and_foreign_links_are_refused(stack: Stack, site: Site, browser: Browser) -> None:
     customer = await stack.new_customer()
     await stack.ledger.credit(customer, "USD", 4321, f"b-{uuid.uuid4().hex}")
-    valid = (await _session_url(site, customer)).rsplit("/", 1)[1]
+    valid = (await session_url(site, customer)).rsplit("/", 1)[1]
     secret = PORTAL_SECRET.encode()
     expired = tokens.issue(secret, customer, utcnow() - dt.timedelta(seconds=1))
     forged = tokens.issue(b"some-other-secret-" + b"z" * 32, customer, utcnow() + dt.timedelta(minutes=10))
     for token in (expired, forged, valid[:-3] + "abc"):
-        page, _, status = await _open(browser, f"{site.base_url}/portal/{token}")
+        page, _, status = await open_page(browser, f"{site.base_url}/portal/{token}")
         try:
             assert status == 403
             await expect(page.locator("h1")).to_have_text("This link is not valid")
@@ -131,7 +64,7 @@ async def test_expired_forged_and_foreign_links_are_refused(stack: Stack, site: 
             await page.close()
     # Another customer's link shows only that customer.
     other = await stack.new_customer()
-    page, _, status = await _open(browser, await _session_url(site, other))
+    page, _, status = await open_page(browser, await session_url(site, other))
     try:
         assert status == 200
         await expect(page.locator("tr.balance")).to_have_count(0)
@@ -143,7 +76,7 @@ async def test_expired_forged_and_foreign_links_are_refused(stack: Stack, site: 
 async def test_a_top_up_through_the_page_credits_the_wallet_once(stack: Stack, site: Site, browser: Browser) -> None:
     customer = await stack.new_customer()
     await stack.ledger.credit(customer, "USD", 1000, f"b-{uuid.uuid4().hex}")  # so the wallet shows USD
-    page, problems, status = await _open(browser, await _session_url(site, customer))
+    page, problems, status = await open_page(browser, await session_url(site, customer))
     try:
         assert status == 200
         await expect(page.locator('tr.balance[data-asset="USD"] td.available')).to_have_text("10.00")
@@ -186,7 +119,7 @@ async def test_a_top_up_through_the_page_credits_the_wallet_once(stack: Stack, s
 async def test_a_declined_card_credits_nothing(stack: Stack, site: Site, browser: Browser) -> None:
     customer = await stack.new_customer()
     await stack.ledger.credit(customer, "USD", 1000, f"b-{uuid.uuid4().hex}")
-    page, _, status = await _open(browser, await _session_url(site, customer))
+    page, _, status = await open_page(browser, await session_url(site, customer))
     try:
         assert status == 200
         await page.fill("#topup-amount", "30.00")
@@ -217,7 +150,7 @@ async def test_the_pages_top_up_endpoint_is_idempotent_per_attempt(stack: Stack,
     """A retried request (same key the page made) answers with the same top-up and the same
     client secret; the same key with another amount is a conflict; nothing is paid twice."""
     customer = await stack.new_customer()
-    token = (await _session_url(site, customer)).rsplit("/", 1)[1]
+    token = (await session_url(site, customer)).rsplit("/", 1)[1]
     body = {"idempotency_key": uuid.uuid4().hex, "asset": "USD", "amount": "12.50"}
     first = await site.http.post(f"/portal/{token}/api/top-ups", json=body, headers={"Authorization": ""})
     assert first.status_code == 201, first.text
