@@ -12,6 +12,7 @@ import typer
 from walletflow.db.engine import create_engine
 from walletflow.db.migrate import upgrade
 from walletflow.ledger.service import Ledger
+from walletflow.recharge.cli import recharge_app
 from walletflow.settings import get_settings
 
 app = typer.Typer(help="walletflow: real-time wallet billing for AI products.", no_args_is_help=True)
@@ -25,6 +26,7 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(topup_app, name="topup")
 app.add_typer(review_app, name="review")
+app.add_typer(recharge_app, name="recharge")
 # Scheduled runs and settlement live in their own module.
 from walletflow.cli_schedules import schedules_app, settle_app  # noqa: E402
 

@@ -123,6 +123,27 @@ class Settings(BaseSettings):
     grant_expiry_batch_size: int = 500
     grant_expiry_max_batches: int = 20
 
+    # --- auto-recharge ---------------------------------------------------------------------
+    #: After a charge that took money, no other charge on that wallet for this long.
+    recharge_cooldown_s: float = 600.0
+    #: After a declined charge, wait this long before the next try, doubling per decline in a row.
+    recharge_backoff_initial_s: float = 300.0
+    recharge_backoff_max_s: float = 6 * 3600.0
+    #: Declines in a row after which the policy is disabled and the platform told.
+    recharge_max_consecutive_failures: int = 3
+    #: How often the relay looks for trigger rows nobody has relayed yet (an indexed read of a
+    #: small outbox; the balances themselves are never polled).
+    recharge_relay_poll_s: float = 1.0
+    #: Trigger rows relayed per pass.
+    recharge_relay_batch: int = 200
+    #: How long one relay activity runs before the relay workflow starts the next one.
+    recharge_relay_run_s: float = 60.0
+    #: How long a charge may stay pending at Stripe before it is cancelled, and how often it is asked.
+    recharge_payment_deadline_s: int = 600
+    recharge_poll_interval_s: int = 10
+    #: Charges after which a recharge workflow continues as new (bounded history).
+    recharge_charges_per_run: int = 50
+
     # --- billing portal (`POST /v1/portal/sessions`) ------------------------------------------
     #: HMAC-SHA256 key that signs portal links (at least 32 characters). Set it in production,
     #: the same on every API replica. Empty: a random one is generated on first use and kept in

@@ -21,6 +21,7 @@ from walletflow.api.routers import (
     customers,
     events,
     portal,
+    recharge,
     refunds,
     reports,
     topups,
@@ -81,7 +82,8 @@ def create_app(
     app.state.temporal_lock = asyncio.Lock()
     problems.install(app)
     routers = (assets.router, customers.router, catalog.router, events.router, authorizations.router, reports.router,
-               topups.router, refunds.router, webhook_endpoints.router, portal.api)
+               topups.router, refunds.router, webhook_endpoints.router, portal.api,
+               recharge.router)
     for router in routers:
         app.include_router(router, prefix="/v1")
     app.include_router(portal.pages)  # the billing portal: /portal/{signed token}
