@@ -32,8 +32,9 @@ from walletflow.db.types import utcnow
 from walletflow.errors import NotFound, ValidationError
 from walletflow.ledger import reads
 from walletflow.payments.stripe_gateway import StripeGateway
-from walletflow.portal import chart, tokens, views
+from walletflow.portal import auto_recharge, chart, tokens, views
 from walletflow.portal.tokens import InvalidPortalToken, PortalSession
+from walletflow.recharge.service import Recharges
 
 log = logging.getLogger(__name__)
 PORTAL_DIR = Path(__file__).resolve().parents[2] / "portal"
@@ -136,6 +137,10 @@ async def portal_page(request: Request, token: str, services: ServicesDep, curso
         "grants": await views.grants(ledger, customer.id),
         # Card top-ups pay in a currency: fiat wallet assets with an ISO code.
         "fiat_assets": [b for b in balances if CURRENCY.match(b.asset) and (await ledger.get_asset(b.asset)).kind == "fiat"],
+        "recharge_policies": [
+            auto_recharge.view(p, (await ledger.get_asset(p.asset)).scale)
+            for p in await Recharges(services.engine).list_policies(customer.id)
+        ],
         "stripe_js_url": services.settings.stripe_js_url,
         "stripe_publishable_key": services.settings.stripe_publishable_key,
         "api_base": f"/portal/{token}/api",
@@ -230,3 +235,39 @@ async def portal_top_up_status(token: str, top_up_id: uuid.UUID, services: Servi
         raise NotFound(f"top-up {top_up_id} not found")  # the same answer as a top-up that does not exist
     return PortalTopUpOut(id=top_up.id, status=top_up.status, asset=top_up.asset, amount=top_up.amount,
                           final=top_up.status in FINAL)
+
+
+class PortalRechargeIn(BaseModel):
+    asset: str = Field(min_length=3, max_length=3, pattern="^[A-Z]{3}$")
+    threshold: str = Field(min_length=1, max_length=32, description="Decimal, whole units: recharge below this.")
+    target: str = Field(min_length=1, max_length=32, description="Decimal, whole units: refill to this.")
+    daily_cap: str = Field(min_length=1, max_length=32)
+    monthly_cap: str = Field(min_length=1, max_length=32)
+    enabled: bool
+    consent: bool = Field(default=False, description="The customer ticked the consent box (needed to turn it on).")
+
+
+class PortalRechargeOut(BaseModel):
+    asset: str
+    threshold: int
+    target: int
+    daily_cap: int
+    monthly_cap: int
+    enabled: bool
+    consent_method: str
+
+
+@pages.put("/portal/{token}/api/auto-recharge")
+async def portal_auto_recharge(token: str, body: PortalRechargeIn, services: ServicesDep, response: Response) -> PortalRechargeOut:
+    """Change the customer's auto-recharge policy (the recharge module's, with its rules)."""
+    session = _session(services, token)
+    _secure(response, services)
+    scale = (await services.ledger.get_asset(body.asset)).scale
+    policy = await auto_recharge.update(
+        Recharges(services.engine), session.customer_id, body.asset, scale, threshold=body.threshold,
+        target=body.target, daily_cap=body.daily_cap, monthly_cap=body.monthly_cap, enabled=body.enabled,
+        consent=body.consent, now=utcnow(),
+    )
+    return PortalRechargeOut(asset=policy.asset, threshold=policy.threshold, target=policy.target,
+                             daily_cap=policy.daily_cap, monthly_cap=policy.monthly_cap, enabled=policy.enabled,
+                             consent_method=policy.consent.method)

@@ -109,16 +109,18 @@
   }
 
   // --- auto-recharge -----------------------------------------------------------------------
-  const recharge = document.getElementById("recharge-form");
-  if (recharge) {
-    const note = document.getElementById("recharge-status");
+  for (const recharge of document.querySelectorAll("form.recharge-form")) {
+    const note = recharge.querySelector(".recharge-status");
     recharge.addEventListener("submit", async (event) => {
       event.preventDefault();
       const fields = Object.fromEntries(new FormData(recharge).entries());
       fields.enabled = recharge.querySelector('[name="enabled"]').checked;
+      fields.consent = recharge.querySelector('[name="consent"]').checked;
       try {
         note.textContent = "Saving…";
+        note.dataset.state = "saving";
         const saved = await call("PUT", "/auto-recharge", fields);
+        recharge.querySelector(".recharge-state strong").textContent = saved.enabled ? "on" : "off";
         note.textContent = saved.enabled ? "Saved: auto-recharge is on." : "Saved: auto-recharge is off.";
         note.dataset.state = "saved";
       } catch (error) {
