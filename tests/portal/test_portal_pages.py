@@ -201,3 +201,18 @@ async def test_portal_top_up_input_is_checked_before_anything_is_written(
         count = (await conn.execute(select(func.count()).select_from(payments_repo.top_ups)
                                     .where(payments_repo.top_ups.c.customer_id == customer))).scalar_one()
     assert count == 0
+
+
+async def test_customer_text_is_escaped_and_the_secret_never_logged(
+    portal: PortalClient, ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    customer = (await ledger.create_customer(f"portal-{uuid.uuid4().hex}", name='<script>alert("pwned")</script>')).id
+    session = await portal.session(customer, return_url='https://app.example/"><script>alert(1)</script>')
+    page = await portal.http.get(f"/portal/{token_of(session['url'])}")
+    assert page.status_code == 200
+    assert "<script>alert" not in page.text
+    assert "&lt;script&gt;alert(&#34;pwned&#34;)&lt;/script&gt;" in page.text
+    assert 'href="https://app.example/&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"' in page.text
+    await portal.http.get("/portal/forged.token")
+    assert PORTAL_SECRET not in caplog.text
