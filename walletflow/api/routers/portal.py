@@ -97,10 +97,13 @@ def _secure(response: Response, services: ServicesDep) -> Response:
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Content-Type-Options"] = "nosniff"
+    # Stripe's documented CSP for Stripe.js (card element frames, 3-D Secure) plus the configured
+    # Stripe.js origin (localstripe in dev and tests).
     response.headers["Content-Security-Policy"] = (
-        f"default-src 'self'; script-src 'self' {stripe}; connect-src 'self' {stripe} https://api.stripe.com; "
-        f"frame-src {stripe} https://js.stripe.com https://hooks.stripe.com; style-src 'self' 'unsafe-inline'; "
-        "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+        f"default-src 'self'; script-src 'self' {stripe} https://*.js.stripe.com; "
+        f"connect-src 'self' {stripe} https://api.stripe.com; "
+        f"frame-src {stripe} https://*.js.stripe.com https://hooks.stripe.com; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data: https://*.stripe.com; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
     )
     return response
 
