@@ -202,8 +202,93 @@ class CheckoutSession(resources.StripeObject):
         return session
 
 
+# --- Stripe.js confirming a PaymentIntent in the browser ----------------------------------------
+# Stripe.js ``confirmCardPayment(clientSecret, {payment_method: {card: element}})`` posts the card
+# to ``/v1/payment_intents/{id}/confirm`` with the *publishable* key and the client secret. The
+# test Stripe.js of localstripe 1.15 only does the 3-D Secure step of that call, and its server
+# answers 500 to a confirm that names a payment method and 401 to a publishable key there.
+# Stripe's semantics, added here: a confirm may carry ``payment_method_data`` (a new card) with
+# ``client_secret``, and is then allowed with a ``pk_`` key; the served Stripe.js sends it.
+
+
+def _confirm_in_browser(id: str, client_secret: Any = None, payment_method_data: Any = None,
+                        use_stripe_sdk: Any = None, return_url: Any = None, **kwargs: Any) -> Any:
+    if kwargs:
+        raise UserError(400, "Unexpected " + ", ".join(kwargs.keys()))
+    intent = resources.PaymentIntent._api_retrieve(id)
+    if client_secret is not None and client_secret != intent.client_secret:
+        raise UserError(401, "Unauthorized")
+    if payment_method_data is not None:
+        if not isinstance(payment_method_data, dict) or intent.status != "requires_payment_method":
+            raise UserError(400, "Bad request")
+        intent.payment_method = resources.PaymentMethod(**payment_method_data).id
+    return resources.PaymentIntent._api_confirm(id)
+
+
+BROWSER_CONFIRM_JS = """
+// walletflow tests: confirmCardPayment with a card Element confirms the PaymentIntent with the
+// card first (as Stripe.js does), then runs localstripe's own 3-D Secure step only if asked to.
+(function () {
+  const makeStripe = Stripe;
+  Stripe = (apiKey) => {
+    const stripe = makeStripe(apiKey);
+    const authenticate = stripe.confirmCardPayment;
+    stripe.confirmCardPayment = async (clientSecret, data) => {
+      const element = data && data.payment_method && data.payment_method.card;
+      if (!element || !element.value) return authenticate(clientSecret, data);
+      const pi = clientSecret.match(/^(pi_\\w+)_secret_/)[1];
+      const response = await fetch(`${LOCALSTRIPE_BASE_API}/v1/payment_intents/${pi}/confirm`, {
+        method: 'POST',
+        body: JSON.stringify({key: apiKey, client_secret: clientSecret,
+                              payment_method_data: {type: 'card', card: element.value.card}}),
+      });
+      const body = await response.json().catch(() => ({}));
+      if (response.status !== 200 || body.error) return {error: body.error || {message: 'declined'}};
+      if (body.status === 'requires_action') return authenticate(clientSecret, data);
+      if (body.status === 'succeeded' || body.status === 'processing' || body.status === 'requires_capture') {
+        return {paymentIntent: body};
+      }
+      return {error: (body.last_payment_error || {message: `payment_intent has status ${body.status}`})};
+    };
+    return stripe;
+  };
+})();
+"""
+
+
 # Imported after the patches: the server binds each route to the class method at import time.
-from localstripe.server import api_create, api_extra, api_list_all, api_retrieve, app, start  # noqa: E402
+from aiohttp import web
+from localstripe.server import (
+    api_create,
+    api_extra,
+    api_list_all,
+    api_retrieve,
+    app,
+    get_post_data,
+    json_response,
+    localstripe_js,
+    start,
+)
+
+
+@web.middleware
+async def _browser_confirm(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Publishable-key confirms from Stripe.js, and the Stripe.js that sends them."""
+    if request.method == "GET" and request.path == "/js.stripe.com/v3/":
+        original = localstripe_js(request)
+        return web.Response(text=original.text + BROWSER_CONFIRM_JS, content_type="application/javascript")
+    parts = request.path.split("/")
+    if (request.method == "POST" and len(parts) == 5 and parts[1:3] == ["v1", "payment_intents"]
+            and parts[4] == "confirm" and "Authorization" not in request.headers):
+        data = await get_post_data(request, remove_auth=False) or {}
+        if not (isinstance(data.get("key"), str) and data["key"].startswith("pk_") and data.get("client_secret")):
+            raise UserError(401, "Unauthorized")
+        data.pop("key")
+        return json_response(_confirm_in_browser(parts[3], **data)._export())
+    return await handler(request)
+
+
+app.middlewares.insert(1, _browser_confirm)  # after the error middleware, before auth
 
 for _method, _url, _route in (
     ("POST", "/v1/checkout/sessions/{id}/expire", api_extra(CheckoutSession._api_expire, "")),

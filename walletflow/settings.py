@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./walletflow.db"
@@ -150,6 +151,22 @@ class Settings(BaseSettings):
     mcp_api_key: str = ""
     #: Port of ``walletflow mcp --transport http``.
     mcp_port: int = 8765
+
+    # --- billing portal (`POST /v1/portal/sessions`) ------------------------------------------
+    #: HMAC-SHA256 key that signs portal links (at least 32 characters). Set it in production,
+    #: the same on every API replica. Empty: a random one is generated on first use and kept in
+    #: ``portal_secret_file`` (dev convenience: one machine, survives restarts).
+    portal_secret: str = ""
+    portal_secret_file: str = "./.walletflow-portal-secret"
+    #: How long a portal link works, in seconds (default 10 minutes, at most one day).
+    portal_session_ttl_s: int = Field(default=600, ge=30, le=86_400)
+    #: Where portal links point: the API's public base URL as the customer's browser reaches it.
+    portal_base_url: str = "http://127.0.0.1:8000"
+    #: Stripe.js for the portal's top-up form: Stripe's own in production; localstripe's
+    #: ``http://127.0.0.1:PORT/js.stripe.com/v3/`` in tests and dev.
+    stripe_js_url: str = "https://js.stripe.com/v3/"
+    #: Publishable key the portal's Stripe.js uses (never the secret key).
+    stripe_publishable_key: str = "pk_test_walletflow"
 
     # --- fault injection (tests only; both empty/zero in production) ------------------------
     #: ``before_credit`` or ``after_credit``: the credit activity pauses there for

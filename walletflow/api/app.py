@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
@@ -19,6 +20,7 @@ from walletflow.api.routers import (
     catalog,
     customers,
     events,
+    portal,
     recharge,
     refunds,
     reports,
@@ -80,9 +82,12 @@ def create_app(
     app.state.temporal_lock = asyncio.Lock()
     problems.install(app)
     routers = (assets.router, customers.router, catalog.router, events.router, authorizations.router, reports.router,
-               topups.router, refunds.router, webhook_endpoints.router, recharge.router)
+               topups.router, refunds.router, webhook_endpoints.router, portal.api,
+               recharge.router)
     for router in routers:
         app.include_router(router, prefix="/v1")
+    app.include_router(portal.pages)  # the billing portal: /portal/{signed token}
+    app.mount("/portal-static", StaticFiles(directory=portal.STATIC_DIR), name="portal-static")
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
