@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     #: Signing secret of the webhook endpoint. Empty disables ``POST /v1/stripe/webhooks``
     #: (answered 503) instead of accepting unsigned events.
     stripe_webhook_secret: str = ""
+    #: One Stripe call longer than this is abandoned and retried (creates are looked up first).
+    stripe_timeout_s: float = 30.0
 
     # --- top-ups ----------------------------------------------------------------------------
     #: How long a top-up waits for the customer to pay before the PaymentIntent is cancelled.
