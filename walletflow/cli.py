@@ -12,6 +12,7 @@ import typer
 from walletflow.db.engine import create_engine
 from walletflow.db.migrate import upgrade
 from walletflow.ledger.service import Ledger
+from walletflow.risk.cli import risk_app
 from walletflow.settings import get_settings
 
 app = typer.Typer(help="walletflow: real-time wallet billing for AI products.", no_args_is_help=True)
@@ -25,6 +26,7 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(topup_app, name="topup")
 app.add_typer(review_app, name="review")
+app.add_typer(risk_app, name="risk")
 
 
 @apikey_app.command("create")
@@ -181,10 +183,15 @@ def review_list(limit: int = typer.Option(50, help="At most this many, oldest fi
     """List top-ups waiting for an operator's decision."""
     from walletflow.payments.service import TopUps
 
+    from walletflow.risk.topups import risk_details
+
     async def run() -> list[dict[str, object]]:
         engine = create_engine()
         try:
-            return [_top_up_json(t) for t in await TopUps(engine).list_in_review(limit)]
+            queue = await TopUps(engine).list_in_review(limit)
+            details = await risk_details(engine, [t.id for t in queue])
+            # Score, reasons, and the explanations and feature values behind them.
+            return [{**_top_up_json(t), "risk_details": details.get(t.id)} for t in queue]
         finally:
             await engine.dispose()
 

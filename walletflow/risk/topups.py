@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -65,3 +65,16 @@ class TopUpRisk:
             )
 
         await in_transaction(self.engine, work)
+
+
+async def risk_details(engine: AsyncEngine, top_up_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+    """What each decision was made on (features, explanations, model version), by top-up id,
+    for the operator's review queue. Top-ups scored before this was stored are left out."""
+    ids = list(top_up_ids)
+    if not ids:
+        return {}
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(select(top_ups.c.id, top_ups.c.risk_features).where(top_ups.c.id.in_(ids)))
+        ).all()
+    return {row.id: row.risk_features for row in rows if row.risk_features}
