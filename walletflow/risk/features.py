@@ -207,7 +207,7 @@ async def topup_features(
         disputes=int(disputes),
         spend_24h=spend_24h,
         spend_daily_baseline=spend_before // BASELINE_DAYS,
-        usage_to_topup=round(spend_total / paid_total, 4) if paid_total else 0.0,
+        usage_to_topup=round(float(spend_total) / float(paid_total), 4) if paid_total else 0.0,
         hour_of_day=now.hour,
     )
 
