@@ -152,7 +152,7 @@ def evaluate_cmd(
     for m in [*result.per_attack, result.overall]:
         table.add_row(m.kind, str(m.attacks), str(m.caught), str(m.false_alarms),
                       f"{m.precision:.3f}", f"{m.recall:.3f}", f"{m.roc_auc:.3f}")
-    Console().print(table)
+    Console(width=max(Console().width, 110)).print(table)  # never truncate attack names
     typer.echo(f"normal payments approved: {result.normal_approved:.3%}")
     verdict = "met" if result.meets_target else "NOT met"
     typer.echo(f"target (recall >= {TARGET_RECALL} at precision >= {TARGET_PRECISION}, every attack recall >= "
