@@ -123,9 +123,11 @@ def from_dict(values: dict[str, Any]) -> RiskFeatures:
     """Raw features back from a dict or CSV row (unknown keys ignored, missing ones default)."""
     kwargs: dict[str, Any] = {}
     for field in fields(RiskFeatures):
-        if field.name in values and values[field.name] not in (None, ""):
-            kind = float if field.type in ("float", float) else int
-            kwargs[field.name] = kind(float(values[field.name])) if kind is int else float(values[field.name])
+        raw = values.get(field.name)
+        if raw in (None, ""):
+            continue
+        # ``from __future__ import annotations`` leaves the field types as strings.
+        kwargs[field.name] = float(raw) if field.type in ("float", float) else int(float(raw))
     return RiskFeatures(**kwargs)
 
 
