@@ -182,7 +182,6 @@ def topup_status(top_up_id: str = typer.Argument(..., help="The top-up id.")) ->
 def review_list(limit: int = typer.Option(50, help="At most this many, oldest first.")) -> None:
     """List top-ups waiting for an operator's decision."""
     from walletflow.payments.service import TopUps
-
     from walletflow.risk.topups import risk_details
 
     async def run() -> list[dict[str, object]]:

@@ -37,7 +37,7 @@ import math
 import statistics
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict, fields
+from dataclasses import MISSING, asdict, fields
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, func, select
@@ -125,6 +125,8 @@ def from_dict(values: dict[str, Any]) -> RiskFeatures:
     for field in fields(RiskFeatures):
         raw = values.get(field.name)
         if raw in (None, ""):
+            if field.default is MISSING:  # the oldest fields have no default: nothing known is 0
+                kwargs[field.name] = 0
             continue
         # ``from __future__ import annotations`` leaves the field types as strings.
         kwargs[field.name] = float(raw) if field.type in ("float", float) else int(float(raw))
