@@ -20,7 +20,8 @@ the moment a paid top-up is scored (``now``); amounts in minor units of the top-
 ``spend_24h``                 usage spend in the last 24 hours: the customer's wallet debits of
                               kind ``usage`` and ``capture`` in the top-up's asset
 ``spend_daily_baseline``      average daily usage spend over the 30 days before those 24 hours
-``usage_to_topup``            lifetime usage spend / lifetime paid top-ups (0 without top-ups)
+``usage_to_topup``            usage spend / paid top-ups, both over the last 90 days (0 without
+                              top-ups): bounded so a busy customer's scoring does not scan years
 ``hour_of_day``               UTC hour (0-23) at scoring time
 ============================  ===================================================================
 
@@ -61,6 +62,8 @@ SPEND_KINDS = ("usage", "capture")
 BASELINE_DAYS = 30
 #: How many recent paid top-ups the median is taken over.
 MEDIAN_WINDOW = 100
+#: The window of the usage-to-top-up ratio.
+RATIO_DAYS = 90
 
 #: The raw feature names, in the order of :class:`RiskFeatures` (CSV columns, stored JSON).
 RAW_FEATURES: tuple[str, ...] = tuple(f.name for f in fields(RiskFeatures))
@@ -147,8 +150,10 @@ async def topup_features(
     paid = and_(mine, top_ups.c.currency == currency, top_ups.c.status == "succeeded")
     count, largest, paid_total = (
         await conn.execute(
-            select(func.count(), func.coalesce(func.max(top_ups.c.amount), 0),
-                   func.coalesce(func.sum(top_ups.c.amount), 0)).where(paid)
+            select(
+                func.count(), func.coalesce(func.max(top_ups.c.amount), 0),
+                func.coalesce(func.sum(top_ups.c.amount).filter(top_ups.c.created_at >= now - dt.timedelta(days=RATIO_DAYS)), 0),
+            ).where(paid)
         )
     ).one()
     recent_amounts = (
@@ -219,9 +224,10 @@ async def topup_features(
 async def _spend(
     conn: AsyncConnection, customer_id: uuid.UUID, asset: str, now: dt.datetime
 ) -> tuple[int, int, int]:
-    """(spend in the last 24 h, spend in the 30 days before, lifetime spend) of one wallet."""
+    """(spend in the last 24 h, spend in the 30 days before, spend in 90 days) of one wallet."""
     day_ago = now - dt.timedelta(days=1)
     baseline_from = day_ago - dt.timedelta(days=BASELINE_DAYS)
+    ratio_from = now - dt.timedelta(days=RATIO_DAYS)
     spent = -entries.c.amount
     query = (
         select(
@@ -240,6 +246,7 @@ async def _spend(
             accounts.c.customer_id == customer_id,
             accounts.c.asset == asset,
             entries.c.amount < 0,
+            entries.c.created_at >= ratio_from,
             transactions.c.kind.in_(SPEND_KINDS),
         )
     )

@@ -44,7 +44,7 @@ class RiskFeatures:
     spend_24h: int = 0
     #: Average daily usage spend over the 30 days before that, minor units.
     spend_daily_baseline: int = 0
-    #: Lifetime usage spend divided by lifetime paid top-ups (0 without top-ups).
+    #: Usage spend divided by paid top-ups, both over the last 90 days (0 without top-ups).
     usage_to_topup: float = 0.0
     #: Hour of day (UTC, 0-23) when the payment was scored.
     hour_of_day: int = 12
