@@ -35,6 +35,7 @@ from walletflow.payments.schemas import TopUpInfo
 from walletflow.payments.service import InvalidTransition, TopUps
 from walletflow.payments.stripe_gateway import PaymentIntentInfo, StripeGateway
 from walletflow.risk.rules import Scorer
+from walletflow.risk.topups import TopUpRisk
 from walletflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class TopUpActivities:
         self.gateway = gateway
         self.scorer = scorer
         self.settings = settings
+        self.risk = TopUpRisk(top_ups.engine, gateway, settings.risk_shared_card_allowlist)
 
     def all(self) -> list[Callable[..., Any]]:
         return [
@@ -163,8 +165,9 @@ class TopUpActivities:
     async def score(self, ref: TopUpRef) -> RiskOutcome:
         async with business_errors():
             top_up = await self.top_ups.get(uuid.UUID(ref.top_up_id))
-            result = self.scorer.score(await self.top_ups.risk_features(top_up))
-            await self.top_ups.record_risk(top_up.id, result)
+            await self.risk.record_card(top_up.id, _intent_id(top_up))
+            result = self.scorer.score(await self.risk.features(top_up.id))
+            await self.risk.record(top_up.id, result)
             return RiskOutcome(score=result.score, decision=result.decision, reasons=result.reasons)
 
     @activity.defn(name="topup.credit")

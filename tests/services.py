@@ -10,6 +10,7 @@ from scratch on a free port; a missing binary is an error, never a skip.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import shutil
 import socket
 import subprocess
@@ -47,6 +48,9 @@ from workflows.recharge import ensure_relay
 
 LOCALSTRIPE_SERVER = Path(__file__).with_name("localstripe_server.py")
 WEBHOOK_SECRET = "whsec_walletflow_test"
+#: localstripe's fingerprint of 4242 4242 4242 4242 (``pm_card_visa``): like Stripe, the same
+#: card number always gives the same fingerprint (sha1 of the number, first 16 hex digits).
+TEST_VISA_FINGERPRINT = hashlib.sha1(b"4242424242424242").hexdigest()[:16]
 WEBHOOK_ID = "walletflow-tests"
 PAYMENT_EVENTS = [
     "payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.canceled",
@@ -263,6 +267,10 @@ async def stack(
         recharge_relay_run_s=1.5,
         recharge_charges_per_run=2,
         recharge_poll_interval_s=1,
+        # Every test pays with Stripe's test Visa: one card for hundreds of fresh customers, which
+        # the risk model rightly calls a fake-account ring. Allowlisted, as a platform would a
+        # known shared card; tests/risk uses other card numbers to test sharing.
+        risk_shared_card_allowlist=[TEST_VISA_FINGERPRINT],
     )
     client = await connect(settings)  # the application's own connection code, not the env's client
     app = create_app(engine, settings=settings, temporal_client=client)

@@ -13,6 +13,7 @@ from walletflow.db.engine import create_engine
 from walletflow.db.migrate import upgrade
 from walletflow.ledger.service import Ledger
 from walletflow.recharge.cli import recharge_app
+from walletflow.risk.cli import risk_app
 from walletflow.settings import get_settings
 
 app = typer.Typer(help="walletflow: real-time wallet billing for AI products.", no_args_is_help=True)
@@ -52,6 +53,7 @@ def mcp(
             port or settings.mcp_port)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+app.add_typer(risk_app, name="risk")
 
 
 @apikey_app.command("create")
@@ -243,11 +245,15 @@ def topup_status(top_up_id: str = typer.Argument(..., help="The top-up id.")) ->
 def review_list(limit: int = typer.Option(50, help="At most this many, oldest first.")) -> None:
     """List top-ups waiting for an operator's decision."""
     from walletflow.payments.service import TopUps
+    from walletflow.risk.topups import risk_details
 
     async def run() -> list[dict[str, object]]:
         engine = create_engine()
         try:
-            return [_top_up_json(t) for t in await TopUps(engine).list_in_review(limit)]
+            queue = await TopUps(engine).list_in_review(limit)
+            details = await risk_details(engine, [t.id for t in queue])
+            # Score, reasons, and the explanations and feature values behind them.
+            return [{**_top_up_json(t), "risk_details": details.get(t.id)} for t in queue]
         finally:
             await engine.dispose()
 

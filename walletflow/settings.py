@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 from pydantic import Field
+
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./walletflow.db"
@@ -169,6 +171,31 @@ class Settings(BaseSettings):
     stripe_js_url: str = "https://js.stripe.com/v3/"
     #: Publishable key the portal's Stripe.js uses (never the secret key).
     stripe_publishable_key: str = "pk_test_walletflow"
+
+    # --- risk model (walletflow/risk; README "Risk scoring") ---------------------------------
+    #: Directory of a trained artifact (``walletflow risk train``). Unset: the built-in model,
+    #: trained at worker start from simulated traffic (deterministic), unless
+    #: ``risk_builtin_model`` is off, in which case the rules score alone (logged loudly).
+    risk_model_path: str | None = None
+    #: HMAC key the artifact's manifest was signed with; checked before anything is unpickled.
+    risk_model_signing_key: SecretStr | None = None
+    #: Without a signing key: the artifact's model SHA-256, pinned here instead.
+    risk_model_sha256: str | None = None
+    risk_builtin_model: bool = True
+    #: Model scores (100 x probability of fraud) at or above which a payment is reviewed / rejected.
+    risk_model_review_score: int = 50
+    risk_model_reject_score: int = 98
+    #: Card fingerprints that may pay for many customers (a company card, Stripe test cards):
+    #: they count as not shared. JSON list in the environment.
+    risk_shared_card_allowlist: list[str] = []
+
+    # --- usage risk (scored by settlement; walletflow/risk/usage.py) ------------------------
+    #: Period spend at or above this multiple of the customer's trailing baseline: review;
+    #: at or above the reject multiple: reject (the wallet is frozen either way, pending review).
+    risk_usage_review_ratio: float = 5.0
+    risk_usage_reject_ratio: float = 20.0
+    #: Spend in a period below this (minor units) is never a spike, whatever the ratio.
+    risk_usage_min_spend: int = 1_000
 
     # --- fault injection (tests only; both empty/zero in production) ------------------------
     #: ``before_credit`` or ``after_credit``: the credit activity pauses there for

@@ -23,7 +23,8 @@ from walletflow.payments.refunds import Refunds
 from walletflow.payments.service import TopUps
 from walletflow.payments.stripe_gateway import StripeGateway
 from walletflow.recharge.service import Recharges
-from walletflow.risk.rules import RiskThresholds, RulesScorer
+from walletflow.risk import scoring as risk_scoring
+from walletflow.risk.model import CombinedScorer
 from walletflow.settings import Settings, get_settings
 from walletflow.temporal_client import connect, register_search_attributes
 from walletflow.webhooks.service import Webhooks
@@ -43,18 +44,9 @@ from workflows.webhooks import WebhookDeliveryWorkflow, WebhookDispatchWorkflow
 log = logging.getLogger("walletflow.worker")
 
 
-def scorer_from(settings: Settings) -> RulesScorer:
-    return RulesScorer(
-        RiskThresholds(
-            review_amount=settings.risk_review_amount,
-            reject_amount=settings.risk_reject_amount,
-            history_multiple=settings.risk_history_multiple,
-            max_topups_per_hour=settings.risk_max_topups_per_hour,
-            max_failed_24h=settings.risk_max_failed_24h,
-            review_score=settings.risk_review_score,
-            reject_score=settings.risk_reject_score,
-        )
-    )
+def scorer_from(settings: Settings) -> CombinedScorer:
+    """Model plus rules, loaded (or built) once per worker: see walletflow/risk/scoring.py."""
+    return risk_scoring.scorer_from(settings)
 
 
 def build_worker(client: Client, engine: AsyncEngine, settings: Settings) -> Worker:

@@ -220,6 +220,19 @@ class StripeGateway:
             # It changed under us (a payment went through at the last moment): report the truth.
             return await self.retrieve_payment_intent(payment_intent_id)
 
+    async def card_fingerprint(self, payment_intent_id: str) -> str | None:
+        """Stripe's fingerprint of the card that paid (the same card number always gives the
+        same fingerprint), or None if the payment was not made with a card."""
+        intent = (await self.client.v1.payment_intents.retrieve_async(payment_intent_id)).to_dict()
+        method_id = intent.get("payment_method")
+        if isinstance(method_id, dict):
+            method_id = method_id.get("id")
+        if not isinstance(method_id, str):
+            return None
+        method = (await self.client.v1.payment_methods.retrieve_async(method_id)).to_dict()
+        fingerprint = (method.get("card") or {}).get("fingerprint")
+        return fingerprint if isinstance(fingerprint, str) else None
+
     async def find_refund(self, payment_intent_id: str) -> RefundInfo | None:
         page = await self.client.v1.refunds.list_async(params={"payment_intent": payment_intent_id, "limit": 100})
         for refund in page.data:
