@@ -19,6 +19,7 @@ import stripe
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from walletflow.observability import metrics
 from walletflow.errors import WalletflowError
 from walletflow.ledger.service import Ledger
 from walletflow.payments.contracts import (
@@ -165,6 +166,7 @@ class TopUpActivities:
             top_up = await self.top_ups.get(uuid.UUID(ref.top_up_id))
             result = self.scorer.score(await self.top_ups.risk_features(top_up))
             await self.top_ups.record_risk(top_up.id, result)
+            metrics.RISK_DECISIONS.labels(result.decision).inc()
             return RiskOutcome(score=result.score, decision=result.decision, reasons=result.reasons)
 
     @activity.defn(name="topup.credit")

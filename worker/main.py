@@ -24,7 +24,9 @@ from walletflow.payments.stripe_gateway import StripeGateway
 from walletflow.risk.rules import RiskThresholds, RulesScorer
 from walletflow.settings import Settings, get_settings
 from walletflow.temporal_client import connect, register_search_attributes
+from walletflow.observability.logs import setup_logging
 from walletflow.webhooks.service import Webhooks
+from worker.metrics import ActivityMetrics, serve_metrics
 from workflows.grant_expiry import GrantExpiryWorkflow
 from workflows.refund import DisputeWorkflow, TopUpRefundWorkflow
 from workflows.settlement import UsageSettlementWorkflow
@@ -71,12 +73,14 @@ def build_worker(client: Client, engine: AsyncEngine, settings: Settings) -> Wor
             *settlement_activities.all(),
         ],
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.worker_sticky_timeout_s),
+        interceptors=[ActivityMetrics()],
     )
 
 
 async def run(settings: Settings | None = None) -> None:
     """Run until SIGINT or SIGTERM, then finish in-flight activities and exit."""
     settings = settings or get_settings()
+    serve_metrics(settings.worker_metrics_port)
     client = await connect(settings)
     await register_search_attributes(client, settings.temporal_namespace)
     engine = create_engine(settings=settings)
@@ -93,5 +97,6 @@ async def run(settings: Settings | None = None) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run())
+    settings = get_settings()
+    setup_logging(settings.log_level, settings.log_format)
+    asyncio.run(run(settings))

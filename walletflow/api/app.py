@@ -29,6 +29,7 @@ from walletflow.catalog.service import Catalog
 from walletflow.db.engine import create_engine, dispose
 from walletflow.errors import ValidationError
 from walletflow.ledger.service import Ledger
+from walletflow.observability.http import RequestMetrics, metrics_endpoint
 from walletflow.payments.refunds import Refunds
 from walletflow.payments.service import TopUps
 from walletflow.settings import Settings, get_settings
@@ -82,6 +83,11 @@ def create_app(
                topups.router, refunds.router, webhook_endpoints.router)
     for router in routers:
         app.include_router(router, prefix="/v1")
+
+    # Observability: latency of every request by route template, and Prometheus' /metrics.
+    app.add_middleware(RequestMetrics)
+    if services.settings.metrics_enabled:
+        app.get("/metrics", include_in_schema=False)(metrics_endpoint)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
