@@ -140,6 +140,16 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def uses_real_stripe() -> bool:
+    """A Stripe key was configured (environment or .env) for Stripe itself: use it. Otherwise
+    (the placeholder default, or none) dev runs its own fake Stripe."""
+    from walletflow.settings import Settings, get_settings
+
+    settings = get_settings()
+    placeholder = Settings.model_fields["stripe_api_key"].default
+    return settings.stripe_api_key not in ("", placeholder) and not settings.stripe_api_base
+
+
 def _configure_env(opts: DevOptions, real_stripe: bool) -> dict[str, str]:
     """Point this process's settings at the dev services (environment, so every ``get_settings()``
     agrees); returns what was set, for the banner."""
@@ -199,7 +209,7 @@ async def _serve(opts: DevOptions, echo: Callable[[str], None], stop: asyncio.Ev
     from worker.main import build_worker
 
     opts.data_dir.mkdir(parents=True, exist_ok=True)
-    real_stripe = bool(os.environ.get("WALLETFLOW_STRIPE_API_KEY")) and not os.environ.get("WALLETFLOW_STRIPE_API_BASE")
+    real_stripe = uses_real_stripe()
     for name, port in (("API", opts.api_port), ("Temporal", opts.temporal_port), ("Temporal UI", opts.ui_port),
                        *((("fake Stripe", opts.stripe_port),) if not real_stripe else ())):
         if not _port_free(opts.host, port):
