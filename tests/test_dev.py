@@ -171,6 +171,11 @@ async def test_walletflow_dev_runs_the_whole_stack_with_the_demo_and_stops_clean
         # The Temporal web UI answers, and the server has the top-up's workflow and the schedules.
         async with httpx.AsyncClient(timeout=30) as http:
             assert (await http.get(run.ui)).status_code == 200
+            # What the UI's workflow list shows, through the UI server's own API.
+            listed = await http.get(f"{run.ui}/api/v1/namespaces/default/workflows",
+                                    params={"query": f"WalletflowCustomerId = '{run.customer_id}'"})
+            assert listed.status_code == 200, listed.text
+            assert f"topup-{run.top_up_id}" in [e["execution"]["workflowId"] for e in listed.json()["executions"]]
         client = await Client.connect(run.temporal)
         described = await client.get_workflow_handle(f"topup-{run.top_up_id}").describe()
         assert described.status == WorkflowExecutionStatus.COMPLETED
