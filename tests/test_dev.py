@@ -121,6 +121,8 @@ def stop_dev(run: DevRun, sig: signal.Signals) -> None:
     deadline = time.monotonic() + 10
     while (left := {pid for pid in tree if alive(pid)}) and time.monotonic() < deadline:
         time.sleep(0.1)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
     assert not left, f"processes left behind after {sig.name}: {left}"
 
 
@@ -203,6 +205,19 @@ async def test_walletflow_dev_runs_the_whole_stack_with_the_demo_and_stops_clean
     finally:
         if rerun.proc.poll() is None:
             stop_dev(rerun, signal.SIGTERM)
+
+    # Killed outright (no chance to clean up): the kernel still stops its children.
+    killed = start_dev(tmp_path, ports, "dev-3.log")
+    tree = descendants(killed.proc.pid)
+    assert len(tree) >= 2
+    killed.proc.kill()
+    killed.proc.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while (left := {pid for pid in tree if alive(pid)}) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in left:  # do not leak them into the rest of the run
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"children outlived a killed walletflow dev: {left}"
 
 
 def test_dev_refuses_a_port_in_use(tmp_path: Path) -> None:
