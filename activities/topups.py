@@ -19,9 +19,9 @@ import stripe
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from walletflow.observability import metrics
 from walletflow.errors import WalletflowError
 from walletflow.ledger.service import Ledger
+from walletflow.observability import metrics
 from walletflow.payments.contracts import (
     CreditOutcome,
     MarkStatus,

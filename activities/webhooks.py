@@ -29,8 +29,8 @@ from temporalio.exceptions import (
     WorkflowAlreadyStartedError,
 )
 
-from walletflow.observability import metrics
 from walletflow.errors import NotFound
+from walletflow.observability import metrics
 from walletflow.settings import Settings
 from walletflow.temporal_client import CUSTOMER_ID
 from walletflow.webhooks import sender

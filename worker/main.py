@@ -18,13 +18,13 @@ from activities.topups import TopUpActivities
 from activities.webhooks import WebhookActivities
 from walletflow.db.engine import create_engine
 from walletflow.ledger.service import Ledger
+from walletflow.observability.logs import setup_logging
 from walletflow.payments.refunds import Refunds
 from walletflow.payments.service import TopUps
 from walletflow.payments.stripe_gateway import StripeGateway
 from walletflow.risk.rules import RiskThresholds, RulesScorer
 from walletflow.settings import Settings, get_settings
 from walletflow.temporal_client import connect, register_search_attributes
-from walletflow.observability.logs import setup_logging
 from walletflow.webhooks.service import Webhooks
 from worker.metrics import ActivityMetrics, serve_metrics
 from workflows.grant_expiry import GrantExpiryWorkflow

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 import httpx
 import uvicorn
@@ -81,10 +81,10 @@ class Child:
     def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.name, self.argv, self.log_path, self.env = name, argv, log_path, env
         self.proc: asyncio.subprocess.Process | None = None
-        self._log: TextIO | None = None
+        self._log: BinaryIO | None = None
 
     async def start(self) -> None:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "ab")  # noqa: SIM115, ASYNC230 - closed in stop(); a local file, opened once
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=self._log, stderr=asyncio.subprocess.STDOUT,
             env=self.env, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
@@ -279,8 +279,8 @@ async def _serve(opts: DevOptions, echo: Callable[[str], None], stop: asyncio.Ev
                 gateway = StripeGateway.from_settings(settings) if fake_stripe is not None else None
                 data = await seed(api_url, key, gateway)
                 demo_lines = [
-                    f"  demo:        customer {data.customer_id} (demo-acme), top-up {data.top_up_id} "
-                    f"{data.top_up_status}, balance {data.balance} US cents",
+                    (f"  demo:        customer {data.customer_id} (demo-acme), top-up {data.top_up_id} "
+                     f"{data.top_up_status}, balance {data.balance} US cents"),
                 ]
             for line in [*_banner(opts, settings, app, api_url, key, fake_stripe is not None), *demo_lines,
                          "Ctrl-C stops everything."]:
@@ -352,13 +352,15 @@ def _banner(opts: DevOptions, settings: Any, app: Any, api_url: str, key: str, f
         f"  API:         {api_url}/v1",
         f"  metrics:     {api_url}/metrics",
         f"  Temporal UI: http://{opts.host}:{opts.ui_port}/namespaces/{settings.temporal_namespace}/workflows",
-        f"  Temporal:    {settings.temporal_address} (namespace {settings.temporal_namespace}, "
-        f"task queue {settings.task_queue})",
+        (f"  Temporal:    {settings.temporal_address} (namespace {settings.temporal_namespace}, "
+         f"task queue {settings.task_queue})"),
     ]
     portal = sorted({r.path for r in app.routes if getattr(r, "path", "").startswith("/portal")})
     if portal:
         lines.append(f"  portal:      {api_url}{portal[0]}")
-    lines.append(f"  Stripe:      {'localstripe (fake) at ' + (settings.stripe_api_base or '') + ', test card pm_card_visa' if fake_stripe else 'real Stripe (WALLETFLOW_STRIPE_API_KEY)'}")
+    stripe = (f"localstripe (fake) at {settings.stripe_api_base}, test card pm_card_visa" if fake_stripe
+              else "real Stripe (WALLETFLOW_STRIPE_API_KEY)")
+    lines.append(f"  Stripe:      {stripe}")
     lines.append(f"  database:    {make_url(settings.database_url).render_as_string(hide_password=True)}")
     lines.append(f"  data:        {opts.data_dir} (Temporal history, fake Stripe, logs)")
     lines.append(f"  admin key:   {key}")

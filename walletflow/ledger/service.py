@@ -40,7 +40,6 @@ from walletflow.errors import (
     WalletFrozen,
 )
 from walletflow.ledger import postings
-from walletflow.observability.metrics import DEBITS, HOLDS
 from walletflow.ledger import repository as repo
 from walletflow.ledger.postings import (
     ADJUSTMENTS,
@@ -66,6 +65,7 @@ from walletflow.ledger.schemas import (
     HoldInfo,
     Posting,
 )
+from walletflow.observability.metrics import DEBITS, HOLDS
 
 T = TypeVar("T")
 

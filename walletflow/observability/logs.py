@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import logging.config
 import re
-import sys
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
@@ -51,7 +50,7 @@ class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # a broken format string: keep what we have
+        except Exception:  # noqa: BLE001 - a broken format string: a log filter must never raise
             message = str(record.msg)
         record.msg, record.args = redact(message), None
         if record.exc_info and not record.exc_text:

@@ -10,6 +10,8 @@ numbers; Prometheus sums them per instance.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 #: Usage events by their result: debited, duplicate, insufficient_funds, unmatched, rejected.
@@ -54,7 +56,7 @@ def exposition() -> bytes:
     return generate_latest()
 
 
-def count_ingested(results: list[object]) -> None:
+def count_ingested(results: Sequence[object]) -> None:
     """Count a batch's results by status; each ``debited`` one is a usage debit."""
     by_status: dict[str, int] = {}
     for result in results:

@@ -9,8 +9,8 @@ from typing import Any, cast
 from sqlalchemy import Row, Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from walletflow.observability.metrics import REFUNDS
 from walletflow.ledger.repository import _insert_ignore
+from walletflow.observability.metrics import REFUNDS
 from walletflow.payments.models import TopUpDispute, TopUpRefund
 
 refunds = cast(Table, TopUpRefund.__table__)
