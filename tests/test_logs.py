@@ -69,6 +69,7 @@ def test_ids_that_are_not_secrets_are_kept(captured: io.StringIO) -> None:
 def test_setup_logging_sends_every_logger_to_one_redacting_json_handler(capsys: pytest.CaptureFixture[str]) -> None:
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # as an earlier uvicorn.Config may leave it
     try:
         setup_logging("INFO", "json")
         setup_logging("INFO", "json")  # twice: still one handler

@@ -95,7 +95,9 @@ def logging_config(level: str = "INFO", fmt: str = "json") -> dict[str, Any]:
         "root": {"handlers": ["stderr"], "level": level.upper()},
         # uvicorn's loggers keep their own handlers unless told otherwise: send them to the root.
         "loggers": {
-            **{name: {"handlers": [], "propagate": True} for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},
+            # NOTSET: WALLETFLOW_LOG_LEVEL decides for them too.
+            **{name: {"handlers": [], "propagate": True, "level": "NOTSET"}
+               for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},
             # One INFO line per outgoing HTTP call is noise (and would carry URLs): warnings only.
             **{name: {"level": "WARNING"} for name in ("httpx", "httpcore", "stripe")},
         },
