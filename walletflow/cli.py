@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -88,23 +89,37 @@ def api(
     """Serve the HTTP API."""
     import uvicorn
 
+    from walletflow.observability.logs import logging_config
+
+    settings = get_settings()
     uvicorn.run("walletflow.api.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="info", access_log=False)
+                log_config=logging_config(settings.log_level, settings.log_format), access_log=False)
 
 
 @app.command()
 def dev(
-    host: str = typer.Option("127.0.0.1", help="Interface for the API."),
-    port: int = typer.Option(8000, help="Port for the API."),
+    host: str = typer.Option("127.0.0.1", help="Interface for every service."),
+    api_port: int = typer.Option(8000, "--api-port", "--port", help="Port for the API (docs at /docs)."),
+    temporal_port: int = typer.Option(7233, help="Port for the Temporal dev server's frontend."),
+    ui_port: int = typer.Option(8233, help="Port for the Temporal web UI."),
+    stripe_port: int = typer.Option(8420, help="Port for the fake Stripe (localstripe), unless a real key is set."),
+    data_dir: Path = typer.Option(Path(".walletflow"), help="Temporal's history, the fake Stripe's store, logs."),
+    demo: bool = typer.Option(False, "--demo", help="Seed a product, a customer, a paid top-up and usage."),
 ) -> None:
-    """Run walletflow on embedded defaults: migrate the database (SQLite by default), create an
-    admin key and serve the API. Ctrl-C stops it."""
-    upgrade()
-    key = asyncio.run(_create_key("walletflow dev", "admin"))
-    typer.echo(f"database:  {_safe_url()}")
-    typer.echo(f"API docs:  http://{host}:{port}/docs")
-    typer.echo(f"admin key: {key}")
-    api(host=host, port=port, workers=1)
+    """Run the whole stack on embedded defaults: the Temporal dev server (web UI), the database
+    (SQLite by default, migrated), the API, the worker and the schedules, and a fake Stripe unless
+    WALLETFLOW_STRIPE_API_KEY is set. Prints the URLs and a fresh admin key; Ctrl-C stops it all."""
+    from walletflow.devtools.dev import DevError, DevOptions, run
+    from walletflow.observability.logs import setup_logging
+
+    settings = get_settings()
+    setup_logging(settings.log_level, settings.log_format)
+    options = DevOptions(host, api_port, temporal_port, ui_port, stripe_port, data_dir, demo)
+    try:
+        asyncio.run(run(options, echo=typer.echo))
+    except DevError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 @db_app.command("upgrade")

@@ -197,6 +197,17 @@ class Settings(BaseSettings):
     #: Spend in a period below this (minor units) is never a spike, whatever the ratio.
     risk_usage_min_spend: int = 1_000
 
+    # --- observability ----------------------------------------------------------------------
+    #: ``json`` (one object per line, for log shippers) or ``text``; secrets are redacted in both.
+    log_format: str = "json"
+    log_level: str = "INFO"
+    #: Serve Prometheus metrics on ``GET /metrics`` of the API (unauthenticated, like most
+    #: exporters: keep it off the public listener, or turn it off here).
+    metrics_enabled: bool = True
+    #: The worker serves its metrics on this port (0: not served). Off by default so several
+    #: workers on one host never fight over a port; docker-compose.yml turns it on.
+    worker_metrics_port: int = 0
+
     # --- fault injection (tests only; both empty/zero in production) ------------------------
     #: ``before_credit`` or ``after_credit``: the credit activity pauses there for
     #: ``crash_pause_s`` (heartbeating), so a crash test can kill the worker at that exact point.

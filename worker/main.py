@@ -19,6 +19,7 @@ from activities.topups import TopUpActivities
 from activities.webhooks import WebhookActivities
 from walletflow.db.engine import create_engine
 from walletflow.ledger.service import Ledger
+from walletflow.observability.logs import setup_logging
 from walletflow.payments.refunds import Refunds
 from walletflow.payments.service import TopUps
 from walletflow.payments.stripe_gateway import StripeGateway
@@ -28,6 +29,7 @@ from walletflow.risk.model import CombinedScorer
 from walletflow.settings import Settings, get_settings
 from walletflow.temporal_client import connect, register_search_attributes
 from walletflow.webhooks.service import Webhooks
+from worker.metrics import ActivityMetrics, serve_metrics
 from workflows.grant_expiry import GrantExpiryWorkflow
 from workflows.recharge import (
     AutoRechargeRelayWorkflow,
@@ -73,12 +75,14 @@ def build_worker(client: Client, engine: AsyncEngine, settings: Settings) -> Wor
             *settlement_activities.all(), *recharge_activities.all(),
         ],
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.worker_sticky_timeout_s),
+        interceptors=[ActivityMetrics()],
     )
 
 
 async def run(settings: Settings | None = None) -> None:
     """Run until SIGINT or SIGTERM, then finish in-flight activities and exit."""
     settings = settings or get_settings()
+    serve_metrics(settings.worker_metrics_port)
     client = await connect(settings)
     await register_search_attributes(client, settings.temporal_namespace)
     engine = create_engine(settings=settings)
@@ -97,5 +101,6 @@ async def run(settings: Settings | None = None) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run())
+    settings = get_settings()
+    setup_logging(settings.log_level, settings.log_format)
+    asyncio.run(run(settings))

@@ -32,6 +32,7 @@ from walletflow.catalog.service import Catalog
 from walletflow.db.engine import create_engine, dispose
 from walletflow.errors import ValidationError
 from walletflow.ledger.service import Ledger
+from walletflow.observability.http import RequestMetrics, metrics_endpoint
 from walletflow.payments.refunds import Refunds
 from walletflow.payments.service import TopUps
 from walletflow.settings import Settings, get_settings
@@ -88,6 +89,11 @@ def create_app(
         app.include_router(router, prefix="/v1")
     app.include_router(portal.pages)  # the billing portal: /portal/{signed token}
     app.mount("/portal-static", StaticFiles(directory=portal.STATIC_DIR), name="portal-static")
+
+    # Observability: latency of every request by route template, and Prometheus' /metrics.
+    app.add_middleware(RequestMetrics)
+    if services.settings.metrics_enabled:
+        app.get("/metrics", include_in_schema=False)(metrics_endpoint)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

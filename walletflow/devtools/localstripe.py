@@ -1,4 +1,4 @@
-"""localstripe with test-only extensions, each with Stripe's semantics: ``GET /v1/payment_intents?customer=``,
+"""localstripe (the fake Stripe of the tests and of ``walletflow dev``) with extensions, each with Stripe's semantics: ``GET /v1/payment_intents?customer=``,
 refunds refused beyond what is left of the charge, Checkout Sessions (payment mode), standalone
 invoices (create, items attached to a draft, finalize), and an in-memory store.
 
@@ -6,14 +6,18 @@ Real Stripe filters PaymentIntents by customer; localstripe 1.15 answers 400 "Un
 customer". The gateway relies on the filter to find a PaymentIntent an interrupted attempt
 created, so the tests add it here, with Stripe's semantics, instead of weakening the gateway.
 
-Run as ``python -m tests.localstripe_server --port N --from-scratch``. Stock
+Run as ``python -m walletflow.devtools.localstripe --port N [--store FILE]``. Stock
 localstripe pickles its whole store to the fixed path ``/tmp/localstripe.pickle`` on every
 write: two servers would overwrite each other's store, and each call slows down as the store
-grows. The tests never restart it, so the store is kept in memory only.
+grows. The tests never restart it, so the store is kept in memory only; ``walletflow dev``
+keeps it in its own file (``--store``) so customers and payments survive a restart.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import pickle
 from typing import Any
 
 from localstripe import resources
@@ -123,8 +127,24 @@ def _finalize_invoice(id: str, auto_advance: Any = None) -> Any:
 resources.Invoice._api_create = classmethod(_create_invoice)  # type: ignore[method-assign,assignment]
 resources.InvoiceItem.__init__ = _init_item  # type: ignore[method-assign]
 resources.extra_apis.append(("POST", "/v1/invoices/{id}/finalize", _finalize_invoice))
-resources.Store.try_load_from_disk = lambda self: None  # type: ignore[method-assign]
-resources.Store.dump_to_disk = lambda self: None  # type: ignore[method-assign]
+STORE_PATH: str | None = None  # set by main(): where this server keeps its store, if anywhere
+
+
+def _load_store(self: Any) -> None:
+    if STORE_PATH is not None and os.path.exists(STORE_PATH):
+        with open(STORE_PATH, "rb") as f:
+            self.update(pickle.load(f))
+
+
+def _dump_store(self: Any) -> None:
+    if STORE_PATH is not None:  # write aside, then rename: a crash never leaves half a store
+        with open(STORE_PATH + ".tmp", "wb") as f:
+            pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(STORE_PATH + ".tmp", STORE_PATH)
+
+
+resources.Store.try_load_from_disk = _load_store  # type: ignore[method-assign]
+resources.Store.dump_to_disk = _dump_store  # type: ignore[method-assign]
 
 
 
@@ -267,7 +287,6 @@ from localstripe.server import (
     get_post_data,
     json_response,
     localstripe_js,
-    start,
 )
 
 
@@ -299,5 +318,23 @@ for _method, _url, _route in (
 ):
     app.router.add_route(_method, _url, _route)
 
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve on ``--host`` (loopback by default, unlike stock localstripe's every interface)."""
+    global STORE_PATH
+    from aiohttp import web
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8420)
+    parser.add_argument("--store", default=None, help="keep the store in this file (default: memory only)")
+    parser.add_argument("--from-scratch", action="store_true", help="ignore a stored store")
+    args = parser.parse_args(argv)
+    STORE_PATH = args.store
+    if not args.from_scratch:
+        resources.store.try_load_from_disk()
+    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None)
+
+
 if __name__ == "__main__":
-    start()
+    main()
