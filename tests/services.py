@@ -156,7 +156,9 @@ class Stack:
             pass
         return (await self.ledger.create_customer(f"topup-{uuid.uuid4().hex}")).id
 
-    async def wait_for(self, top_up_id: uuid.UUID | str, *statuses: str, timeout_s: float = 30) -> TopUpInfo:
+    async def wait_for(self, top_up_id: uuid.UUID | str, *statuses: str, timeout_s: float = 90) -> TopUpInfo:
+        # 90 s: past the stack's 60 s poll, so a webhook lost under load (localstripe sends each
+        # once, with no retry) is caught by the product's own polling fallback, not a timeout.
         deadline = time.monotonic() + timeout_s
         while True:
             top_up = await self.topups.get(uuid.UUID(str(top_up_id)))

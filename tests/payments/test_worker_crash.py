@@ -38,7 +38,7 @@ async def spawn_worker(stack: Stack, task_queue: str, **extra_env: str) -> async
     )
 
 
-async def wait_for_line(proc: asyncio.subprocess.Process, marker: str, timeout_s: float = 30) -> None:
+async def wait_for_line(proc: asyncio.subprocess.Process, marker: str, timeout_s: float = 90) -> None:
     assert proc.stderr is not None
 
     async def read() -> None:
