@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import typer
 from walletflow.db.engine import create_engine
 from walletflow.db.migrate import upgrade
 from walletflow.ledger.service import Ledger
+from walletflow.cli_support import echo_json, run_business
 from walletflow.recharge.cli import recharge_app
 from walletflow.risk.cli import risk_app
 from walletflow.settings import get_settings
@@ -314,25 +314,8 @@ def _top_up_json(top_up: object) -> dict[str, object]:
             for k, v in dataclasses.asdict(top_up).items()}  # type: ignore[call-overload]
 
 
-def _run_business(make: Any) -> Any:
-    """Run a coroutine; a typed business error becomes a clear message and exit code 1."""
-    from walletflow.errors import WalletflowError
-
-    try:
-        return asyncio.run(make())
-    except WalletflowError as exc:
-        typer.echo(f"error: {exc.code}: {exc.detail}", err=True)
-        raise typer.Exit(1) from exc
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-
-
-def _echo_json(value: object) -> None:
-    typer.echo(json.dumps(value, indent=2, default=str))
-    # The Temporal SDK can crash at interpreter exit after client use (sdk-python#300): make
-    # sure the answer is out before that can happen.
-    sys.stdout.flush()
+_run_business = run_business
+_echo_json = echo_json
 
 
 def _safe_url() -> str:
