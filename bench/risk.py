@@ -17,6 +17,8 @@ The load average is printed: the figures are only comparable at similar load.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import statistics
 import time
@@ -36,19 +38,16 @@ def _pct(values: list[int], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
 
 
-def main() -> None:
-    print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores shared with other work)")
-    started = time.perf_counter()
-    rows = [row for seed in TRAIN_SEEDS for row in simulate(seed, TRAIN_ROWS_PER_SEED)]
-    print(f"simulated {len(rows):,} training rows in {time.perf_counter() - started:.1f} s (not counted)")
-
+def measure(quick: bool = False) -> dict:
+    """Train on the 100,000 rows (20,000 with ``quick``), then score fresh rows; the figures."""
+    load_before = os.getloadavg()[0]
+    per_seed = TRAIN_ROWS_PER_SEED // 5 if quick else TRAIN_ROWS_PER_SEED
+    rows = [row for seed in TRAIN_SEEDS for row in simulate(seed, per_seed)]
     started = time.perf_counter()
     model = train(rows)
     train_s = time.perf_counter() - started
-    print(f"training on {len(rows):,} rows: {train_s:.1f} s (target <= 30 s)")
-
     scorer = CombinedScorer(model, model_version="bench")
-    fresh = [row for seed in SCORE_SEEDS for row in simulate(seed, SCORE_ROWS_PER_SEED)]
+    fresh = [row for seed in SCORE_SEEDS for row in simulate(seed, SCORE_ROWS_PER_SEED // (10 if quick else 1))]
     for features, _ in fresh[:500]:  # warm up caches and lazy imports
         scorer.score(features)
     wall: dict[str, list[int]] = defaultdict(list)
@@ -60,15 +59,35 @@ def main() -> None:
         for key in (result.decision, "all"):
             wall[key].append(t1 - t0)
             cpu[key].append(c1 - c0)
+    scoring = {
+        key: {"calls": len(wall[key]), "p50_ms": _pct(wall[key], 0.5), "p99_ms": _pct(wall[key], 0.99),
+              "cpu_p50_ms": _pct(cpu[key], 0.5), "cpu_p99_ms": _pct(cpu[key], 0.99),
+              "mean_ms": statistics.fmean(wall[key]) / 1e6}
+        for key in ("approve", "review", "reject", "all") if wall[key]
+    }
+    return {"training_rows": len(rows), "training_s": train_s, "scoring": scoring,
+            "load_before": load_before, "load_after": os.getloadavg()[0], "quick": quick}
 
-    print(f"scoring {len(fresh):,} fresh rows, one call each (target p99 <= 2 ms):")
-    print(f"  {'decision':<8} {'calls':>7} {'p50 ms':>8} {'p99 ms':>8} {'cpu p50':>8} {'cpu p99':>8} {'mean ms':>8}")
-    for key in ("approve", "review", "reject", "all"):
-        if not wall[key]:
-            continue
-        print(f"  {key:<8} {len(wall[key]):>7} {_pct(wall[key], 0.5):>8.3f} {_pct(wall[key], 0.99):>8.3f} "
-              f"{_pct(cpu[key], 0.5):>8.3f} {_pct(cpu[key], 0.99):>8.3f} {statistics.fmean(wall[key]) / 1e6:>8.3f}")
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+def render(report: dict) -> str:
+    lines = [f"load average before: {report['load_before']:.2f} (2 cores shared with other work)",
+             f"training on {report['training_rows']:,} rows: {report['training_s']:.1f} s (target <= 30 s on 100,000)",
+             "scoring fresh rows, one call each (target p99 <= 2 ms):",
+             f"  {'decision':<8} {'calls':>7} {'p50 ms':>8} {'p99 ms':>8} {'cpu p50':>8} {'cpu p99':>8} {'mean ms':>8}"]
+    for key, s in report["scoring"].items():
+        lines.append(f"  {key:<8} {s['calls']:>7} {s['p50_ms']:>8.3f} {s['p99_ms']:>8.3f} "
+                     f"{s['cpu_p50_ms']:>8.3f} {s['cpu_p99_ms']:>8.3f} {s['mean_ms']:>8.3f}")
+    lines.append(f"load average after: {report['load_after']:.2f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--quick", action="store_true", help="20,000 training rows and 3,000 scored: a smoke run")
+    args = parser.parse_args()
+    report = measure(args.quick)
+    print(json.dumps(report, indent=2) if args.json else render(report))
 
 
 if __name__ == "__main__":
