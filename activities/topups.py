@@ -82,6 +82,7 @@ class TopUpActivities:
                     amount=top_up.amount, currency=top_up.currency, customer=customer,
                     top_up_id=ref.top_up_id, idempotency_key=f"topup-{ref.top_up_id}:payment_intent",
                 )
+                await self._crash_pause("after_payment_intent")  # at Stripe, not yet in our database
                 await self.top_ups.set_payment_intent(top_up.id, intent.id)
             if top_up.status == "initiated":
                 await self.top_ups.transition(top_up.id, "awaiting_payment")
@@ -205,6 +206,7 @@ class TopUpActivities:
             if top_up.stripe_refund_id is not None:
                 return RefundOutcome(outcome="refunded", refund_id=top_up.stripe_refund_id)
             refund = await self.gateway.refund(_intent_id(top_up), idempotency_key=f"topup-{top_up.id}:refund")
+            await self._crash_pause("after_stripe_refund")  # refunded at Stripe, not yet in our database
             await self.top_ups.set_refunded(top_up.id, refund.id)
             return RefundOutcome(outcome="refunded", refund_id=refund.id)
 
