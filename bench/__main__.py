@@ -59,12 +59,22 @@ def _webhooks(report: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _topups(report: dict[str, Any]) -> list[Row]:
+    return [
+        {"figure": f"top-ups credited/s end to end ({report['top_ups']} at once)", "walletflow": report["top_ups_per_s"],
+         "baseline": report["baseline_workflows_per_s"], "ratio": report["ratio"]},
+        {"figure": "top-ups credited exactly once", "walletflow": report["credited_once"], "target": "true",
+         "target_met": report["credited_once"]},
+    ]
+
+
 #: name -> (module, how its JSON becomes rows)
 BENCHES: dict[str, tuple[str, Callable[[dict[str, Any]], list[Row]]]] = {
     "ledger": ("bench.ledger", _ledger),
     "ingest": ("bench.ingest", _ingest),
     "risk": ("bench.risk", _risk),
     "webhooks": ("bench.webhooks", _webhooks),
+    "topups": ("bench.topups", _topups),
 }
 
 
