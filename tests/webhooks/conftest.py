@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import pytest
 import pytest_asyncio
 import uvicorn
 from fastapi import FastAPI
@@ -25,8 +26,11 @@ from starlette.types import Receive, Scope, Send
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from tests.db import create_postgres_database, drop_postgres_database, sqlite_url
 from tests.services import free_port
 from walletflow.api.app import create_app
+from walletflow.db.engine import create_engine, dispose
+from walletflow.db.migrate import upgrade_async
 from walletflow.settings import Settings
 from walletflow.temporal_client import connect
 from walletflow.webhooks.contracts import DispatchReport, WebhookDispatchInput
@@ -160,11 +164,18 @@ class WebhookStack:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def wh(
-    database_url: str, engine: AsyncEngine, temporal_env: WorkflowEnvironment, receivers: ReceiverServer
+    database_url: str, temporal_env: WorkflowEnvironment, receivers: ReceiverServer,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[WebhookStack]:
+    """The webhook stack on a database of its own: every other test's workflows (top-ups,
+    recharges, settlement, expiry) keep emitting platform events into the shared database, and
+    a delivery test must see only the events it emitted itself."""
     backend = "postgresql" if database_url.startswith("postgresql") else "sqlite"
+    own_url = await create_postgres_database() if backend == "postgresql" else sqlite_url(tmp_path_factory.mktemp("webhooks"))
+    await upgrade_async(own_url)
+    engine = create_engine(own_url, pool_size=5) if backend == "postgresql" else create_engine(own_url)
     settings = Settings(
-        database_url=database_url,
+        database_url=own_url,
         temporal_address=temporal_env.client.service_client.config.target_host,
         task_queue=f"walletflow-webhooks-{backend}-{uuid.uuid4().hex[:6]}",
         webhook_timeout_s=5, webhook_max_attempts=MAX_ATTEMPTS, webhook_initial_interval_s=0.2,
@@ -177,9 +188,14 @@ async def wh(
         transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
         base_url="http://walletflow.test", headers={"Authorization": f"Bearer {admin_key}"},
     )
-    async with build_worker(client, engine, settings), http:
-        stack = WebhookStack(backend, settings, client, engine, app, http, Webhooks(engine), receivers)
-        yield stack
+    try:
+        async with build_worker(client, engine, settings), http:
+            stack = WebhookStack(backend, settings, client, engine, app, http, Webhooks(engine), receivers)
+            yield stack
+    finally:
+        await dispose(engine)
+        if backend == "postgresql":
+            await drop_postgres_database(own_url)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
