@@ -122,11 +122,23 @@ class Settings(BaseSettings):
     grant_expiry_batch_size: int = 500
     grant_expiry_max_batches: int = 20
 
+    # --- Stripe-to-wallet migration (`walletflow migrate stripe`) ------------------------------
+    #: Stripe requests per second the migration allows itself (token bucket, client side); the
+    #: sandbox allows 25. A 429 is retried with exponential backoff anyway.
+    migration_stripe_rps: float = 25.0
+    #: Stripe customers per page: one activity (heartbeating) per page.
+    migration_page_size: int = 100
+    #: Pages per workflow run before continue-as-new keeps the history bounded.
+    migration_pages_per_run: int = 20
+
     # --- fault injection (tests only; both empty/zero in production) ------------------------
     #: ``before_credit`` or ``after_credit``: the credit activity pauses there for
     #: ``crash_pause_s`` (heartbeating), so a crash test can kill the worker at that exact point.
     crash_pause_at: str = ""
     crash_pause_s: float = 0.0
+    #: Migration: pause (heartbeating) after this many customers of a page, so a crash test can
+    #: kill the worker mid-page. 0: never.
+    crash_migration_after: int = 0
 
 
 @lru_cache

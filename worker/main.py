@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.migration import MigrationActivities
 from activities.refunds import RefundActivities
 from activities.settlement import SettlementActivities
 from activities.sweep import SweepActivities
@@ -26,6 +27,7 @@ from walletflow.settings import Settings, get_settings
 from walletflow.temporal_client import connect, register_search_attributes
 from walletflow.webhooks.service import Webhooks
 from workflows.grant_expiry import GrantExpiryWorkflow
+from workflows.migration import StripeCutoverWorkflow, StripeMigrationWorkflow
 from workflows.refund import DisputeWorkflow, TopUpRefundWorkflow
 from workflows.settlement import UsageSettlementWorkflow
 from workflows.sweep import PaymentsSweepWorkflow
@@ -59,16 +61,18 @@ def build_worker(client: Client, engine: AsyncEngine, settings: Settings) -> Wor
     webhook_activities = WebhookActivities(Webhooks(engine), client, settings)
     # Scheduled runs: usage settlement and grant expiry (the usage scorer is settlement's hook).
     settlement_activities = SettlementActivities(engine, ledger, gateway, settings)
+    migration_activities = MigrationActivities(engine, settings)
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[
             TopUpWorkflow, TopUpRefundWorkflow, DisputeWorkflow, PaymentsSweepWorkflow,
             WebhookDispatchWorkflow, WebhookDeliveryWorkflow, UsageSettlementWorkflow, GrantExpiryWorkflow,
+            StripeMigrationWorkflow, StripeCutoverWorkflow,
         ],
         activities=[
             *top_up_activities.all(), *refund_activities.all(), *sweep_activities.all(), *webhook_activities.all(),
-            *settlement_activities.all(),
+            *settlement_activities.all(), *migration_activities.all(),
         ],
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.worker_sticky_timeout_s),
     )

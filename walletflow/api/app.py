@@ -19,6 +19,7 @@ from walletflow.api.routers import (
     catalog,
     customers,
     events,
+    migrations,
     refunds,
     reports,
     topups,
@@ -79,7 +80,7 @@ def create_app(
     app.state.temporal_lock = asyncio.Lock()
     problems.install(app)
     routers = (assets.router, customers.router, catalog.router, events.router, authorizations.router, reports.router,
-               topups.router, refunds.router, webhook_endpoints.router)
+               topups.router, refunds.router, webhook_endpoints.router, migrations.router)
     for router in routers:
         app.include_router(router, prefix="/v1")
 

@@ -7,3 +7,4 @@ import walletflow.payments.models  # noqa: F401
 import walletflow.usage.models  # noqa: F401
 import walletflow.webhooks.models  # noqa: F401
 import walletflow.settlement.models  # noqa: F401
+import walletflow.migration.models  # noqa: F401
