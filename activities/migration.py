@@ -41,7 +41,7 @@ class MigrationActivities:
         # The SDK retries network errors, 409 and 5xx but never a 429: StripeSource backs off.
         self.gateway = StripeGateway(settings.stripe_api_key, settings.stripe_api_base, max_network_retries=2)
         # One bucket per worker process: every migration activity of this worker shares the rate.
-        self.source = StripeSource(self.gateway, settings.migration_stripe_rps)
+        self.source = StripeSource(self.gateway, settings.migration_stripe_rps, settings.migration_rate_limit_backoff_s)
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.migration_prices, self.migration_page, self.migration_finish, self.migration_fail,
@@ -60,7 +60,8 @@ class MigrationActivities:
 
         def progress(done: int) -> None:
             activity.heartbeat({"cursor": page.cursor, "done": done})
-            if crash_after and done == crash_after:
+            # Counted over the run (pages before this one are full), so a test can stop mid-run.
+            if crash_after and page.pages_done * self.settings.migration_page_size + done == crash_after:
                 raise _CrashPause()
 
         try:

@@ -126,6 +126,8 @@ class Settings(BaseSettings):
     #: Stripe requests per second the migration allows itself (token bucket, client side); the
     #: sandbox allows 25. A 429 is retried with exponential backoff anyway.
     migration_stripe_rps: float = 25.0
+    #: First wait after a 429, doubled on each further 429 of the same call (with jitter, max 30 s).
+    migration_rate_limit_backoff_s: float = 0.5
     #: Stripe customers per page: one activity (heartbeating) per page.
     migration_page_size: int = 100
     #: Pages per workflow run before continue-as-new keeps the history bounded.
@@ -136,8 +138,8 @@ class Settings(BaseSettings):
     #: ``crash_pause_s`` (heartbeating), so a crash test can kill the worker at that exact point.
     crash_pause_at: str = ""
     crash_pause_s: float = 0.0
-    #: Migration: pause (heartbeating) after this many customers of a page, so a crash test can
-    #: kill the worker mid-page. 0: never.
+    #: Migration: pause (heartbeating) once this many customers of the run are done (mid-page),
+    #: so a crash test can kill the worker there. 0: never.
     crash_migration_after: int = 0
 
 

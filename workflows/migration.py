@@ -32,7 +32,7 @@ _RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=tim
                      maximum_attempts=20)
 _PAGE_TIMEOUT = timedelta(minutes=30)
 #: A page heartbeats after every customer; a silent worker is taken as dead after this.
-_HEARTBEAT = timedelta(seconds=20)
+_HEARTBEAT = timedelta(seconds=10)
 #: Bounds (TigerBeetle's "a limit on everything"): pages per run, runs in all.
 MAX_PAGES_PER_RUN = 200
 

@@ -180,7 +180,8 @@ class MigrationStack:
 async def migration_stack(stack: Stack, stripe_url: str, *, worker: bool = True, **overrides: Any) -> AsyncIterator[MigrationStack]:
     settings = stack.settings.model_copy(update={
         "stripe_api_base": stripe_url, "task_queue": f"walletflow-migration-{uuid.uuid4().hex[:8]}",
-        "migration_stripe_rps": 500.0, "migration_page_size": 10, "migration_pages_per_run": 2, **overrides,
+        "migration_stripe_rps": 500.0, "migration_page_size": 10, "migration_pages_per_run": 2,
+        "migration_rate_limit_backoff_s": 0.05, **overrides,
     })
     app = stack.app_with(**{k: getattr(settings, k) for k in (
         "stripe_api_base", "task_queue", "migration_stripe_rps", "migration_page_size", "migration_pages_per_run")})
