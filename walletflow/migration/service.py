@@ -102,6 +102,7 @@ class Migrations:
         self.clock = clock
         self.ledger = Ledger(engine, clock)
         self.catalog = Catalog(engine, clock)
+        self._assets_ok: set[tuple[str, int]] = set()
 
     # --- runs -----------------------------------------------------------------------------------
 
@@ -222,12 +223,15 @@ class Migrations:
 
     async def _ensure_asset(self, code: str, scale: int) -> str | None:
         """Create the fiat asset if missing. Returns a reason if an existing one cannot be used."""
+        if (code, scale) in self._assets_ok:  # assets are never changed or deleted: safe to cache
+            return None
         try:
             await self.ledger.create_asset(code, code, scale, "fiat")
         except AlreadyExists:
             existing = await self.ledger.get_asset(code)
             if existing.scale != scale or existing.kind != "fiat":
                 return f"asset {code} exists with scale {existing.scale} ({existing.kind}); Stripe uses {scale}"
+        self._assets_ok.add((code, scale))
         return None
 
     async def _asset_problem(self, code: str, scale: int) -> str | None:
@@ -327,6 +331,7 @@ class Migrations:
 
         # The grants.
         walletflow: list[tuple[str, int]] = []
+        credited: list[tuple[mapping.PlannedGrant, dict[str, Any], bool]] = []
         existing = await self._migrated_grants(customer_id) if customer_id else {}
         for plan in usable:
             entry = plan.as_json()
@@ -354,18 +359,23 @@ class Migrations:
                     effective_at=plan.effective_at, expires_at=plan.expires_at,
                     counter=PROMOTIONS if plan.source == "promotional" else CLEARING, metadata=plan.metadata,
                 )
-            except IdempotencyConflict:
+            except IdempotencyConflict:  # imported before with other terms (e.g. a new expiry)
                 entry["status"] = "changed_since_import"
+                if found is not None:
+                    walletflow.append((found["asset"], found["amount"]))
                 result["grants"].append(entry)
                 continue
-            after = (await self._migrated_grants(customer_id)).get(plan.key)
+            credited.append((plan, entry, posting.replayed))
+        after_all = await self._migrated_grants(customer_id) if credited and customer_id else {}
+        for plan, entry, replayed in credited:
+            after = after_all.get(plan.key)
             # A replay of a grant this run created (an earlier attempt of this page) still counts
             # as imported by this run; one from an earlier run does not.
-            made_here = not posting.replayed or (after is not None and after["created_at"] >= run.created_at)
+            made_here = not replayed or (after is not None and after["created_at"] >= run.created_at)
             entry["status"] = "imported" if made_here else "already_imported"
             # What the wallet holds from this import: the remaining right after a new import (a
             # credit first repays an overdraft), the amount imported when an earlier run did it.
-            held = after["remaining"] if (after and not posting.replayed) else (after or {}).get("amount", 0)
+            held = after["remaining"] if (after and not replayed) else (after or {}).get("amount", 0)
             walletflow.append((plan.asset, held))
             result["grants"].append(entry)
         # Migrated grants Stripe no longer shows (voided or used up since the import).
@@ -407,14 +417,19 @@ class Migrations:
                 found = (await self.ledger.get_customer(uuid.UUID(wf_id))).id
             except (NotFound, ValueError):
                 found = None
+        action = "linked"
         if found is None:
             try:
-                found = (await self.ledger.find_customer(stripe_id)).id
+                by_external = await self.ledger.find_customer(stripe_id)
             except NotFound:
-                found = None
+                by_external = None
+            if by_external is not None:
+                found = by_external.id
+                # Made by an earlier attempt of this page that crashed before linking it.
+                if by_external.created_at >= run.created_at and by_external.metadata.get("stripe_customer_id") == stripe_id:
+                    action = "created"
         if run.dry_run:
             return found, "would_link" if found else "would_create"
-        action = "linked"
         if found is None:
             metadata = {"stripe_customer_id": stripe_id}
             try:
