@@ -43,6 +43,7 @@ from walletflow.payments.stripe_gateway import StripeGateway
 from walletflow.settings import Settings
 from walletflow.temporal_client import CUSTOMER_ID, connect
 from worker.main import build_worker
+from workflows.recharge import ensure_relay
 
 LOCALSTRIPE_SERVER = Path(__file__).with_name("localstripe_server.py")
 WEBHOOK_SECRET = "whsec_walletflow_test"
@@ -252,6 +253,16 @@ async def stack(
         topup_review_deadline_s=300,
         risk_review_amount=50_000,
         risk_reject_amount=900_000,
+        # Auto-recharge on a test clock: seconds instead of minutes and hours. The relay's short
+        # runs let a test stop it (terminate its workflow) and know it is gone 2 s later.
+        recharge_cooldown_s=4.0,
+        recharge_backoff_initial_s=1.0,
+        recharge_backoff_max_s=2.0,
+        recharge_max_consecutive_failures=3,
+        recharge_relay_poll_s=0.2,
+        recharge_relay_run_s=1.5,
+        recharge_charges_per_run=2,
+        recharge_poll_interval_s=1,
     )
     client = await connect(settings)  # the application's own connection code, not the env's client
     app = create_app(engine, settings=settings, temporal_client=client)
@@ -263,8 +274,10 @@ async def stack(
         base_url="http://walletflow.test", headers={"Authorization": f"Bearer {admin_key}"},
     )
     async with build_worker(client, engine, settings), http:
+        relay = await ensure_relay(client, settings)
         yield Stack(
             backend, settings, client, engine, app, http, Ledger(engine), TopUps(engine),
             StripeGateway.from_settings(settings), admin_key, switchboard,
         )
+        await client.get_workflow_handle(relay.id).terminate("test session over")
     switchboard.target = None

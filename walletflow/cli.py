@@ -12,6 +12,7 @@ import typer
 from walletflow.db.engine import create_engine
 from walletflow.db.migrate import upgrade
 from walletflow.ledger.service import Ledger
+from walletflow.recharge.cli import recharge_app
 from walletflow.settings import get_settings
 
 app = typer.Typer(help="walletflow: real-time wallet billing for AI products.", no_args_is_help=True)
@@ -25,6 +26,7 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(topup_app, name="topup")
 app.add_typer(review_app, name="review")
+app.add_typer(recharge_app, name="recharge")
 # Scheduled runs and settlement live in their own module.
 from walletflow.cli_schedules import schedules_app, settle_app  # noqa: E402
 
@@ -34,6 +36,26 @@ app.add_typer(settle_app, name="settle")
 from walletflow.migration.cli import migrate_app  # noqa: E402
 
 app.add_typer(migrate_app, name="migrate")
+
+
+@app.command("mcp")
+def mcp(
+    transport: str = typer.Option("stdio", help="stdio (the MCP client starts this command) or http (streamable HTTP)."),
+    api_url: str | None = typer.Option(None, help="walletflow API base URL (default WALLETFLOW_MCP_API_URL)."),
+    api_key: str | None = typer.Option(None, help="stdio: API key the tools act with (default WALLETFLOW_MCP_API_KEY)."),
+    host: str = typer.Option("127.0.0.1", help="http: interface to listen on."),
+    port: int | None = typer.Option(None, help="http: port to listen on (default WALLETFLOW_MCP_PORT, 8765)."),
+) -> None:
+    """Serve the MCP server for AI assistants. Over http every request needs
+    'Authorization: Bearer <walletflow API key>'; the endpoint is /mcp."""
+    from walletflow.mcp_server.server import run
+
+    settings = get_settings()
+    try:
+        run(transport, api_url or settings.mcp_api_url, api_key or settings.mcp_api_key or None, host,
+            port or settings.mcp_port)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 @apikey_app.command("create")

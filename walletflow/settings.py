@@ -122,6 +122,35 @@ class Settings(BaseSettings):
     grant_expiry_batch_size: int = 500
     grant_expiry_max_batches: int = 20
 
+    # --- auto-recharge ---------------------------------------------------------------------
+    #: After a charge that took money, no other charge on that wallet for this long.
+    recharge_cooldown_s: float = 600.0
+    #: After a declined charge, wait this long before the next try, doubling per decline in a row.
+    recharge_backoff_initial_s: float = 300.0
+    recharge_backoff_max_s: float = 6 * 3600.0
+    #: Declines in a row after which the policy is disabled and the platform told.
+    recharge_max_consecutive_failures: int = 3
+    #: How often the relay looks for trigger rows nobody has relayed yet (an indexed read of a
+    #: small outbox; the balances themselves are never polled).
+    recharge_relay_poll_s: float = 1.0
+    #: Trigger rows relayed per pass.
+    recharge_relay_batch: int = 200
+    #: How long one relay activity runs before the relay workflow starts the next one.
+    recharge_relay_run_s: float = 60.0
+    #: How long a charge may stay pending at Stripe before it is cancelled, and how often it is asked.
+    recharge_payment_deadline_s: int = 600
+    recharge_poll_interval_s: int = 10
+    #: Charges after which a recharge workflow continues as new (bounded history).
+    recharge_charges_per_run: int = 50
+
+    # --- MCP server (`walletflow mcp`) -------------------------------------------------------
+    #: The walletflow API the MCP tools call.
+    mcp_api_url: str = "http://127.0.0.1:8000"
+    #: The API key the tools act with over stdio (over HTTP each MCP client sends its own).
+    mcp_api_key: str = ""
+    #: Port of ``walletflow mcp --transport http``.
+    mcp_port: int = 8765
+
     # --- Stripe-to-wallet migration (`walletflow migrate stripe`) ------------------------------
     #: Stripe requests per second the migration allows itself (token bucket, client side); the
     #: sandbox allows 25. A 429 is retried with exponential backoff anyway.
@@ -132,6 +161,12 @@ class Settings(BaseSettings):
     migration_page_size: int = 100
     #: Pages per workflow run before continue-as-new keeps the history bounded.
     migration_pages_per_run: int = 20
+    #: The auto-recharge policy made from a customer's default payment method (minor units of the
+    #: customer's Stripe currency). Disabled unless the run asks for enabled policies.
+    migration_recharge_threshold: int = 500
+    migration_recharge_target: int = 2000
+    migration_recharge_daily_cap: int = 20_000
+    migration_recharge_monthly_cap: int = 100_000
 
     # --- fault injection (tests only; both empty/zero in production) ------------------------
     #: ``before_credit`` or ``after_credit``: the credit activity pauses there for

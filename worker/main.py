@@ -12,6 +12,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.migration import MigrationActivities
+from activities.recharge import RechargeActivities
 from activities.refunds import RefundActivities
 from activities.settlement import SettlementActivities
 from activities.sweep import SweepActivities
@@ -22,12 +23,19 @@ from walletflow.ledger.service import Ledger
 from walletflow.payments.refunds import Refunds
 from walletflow.payments.service import TopUps
 from walletflow.payments.stripe_gateway import StripeGateway
+from walletflow.recharge.service import Recharges
 from walletflow.risk.rules import RiskThresholds, RulesScorer
 from walletflow.settings import Settings, get_settings
 from walletflow.temporal_client import connect, register_search_attributes
 from walletflow.webhooks.service import Webhooks
 from workflows.grant_expiry import GrantExpiryWorkflow
 from workflows.migration import StripeCutoverWorkflow, StripeMigrationWorkflow
+from workflows.recharge import (
+    AutoRechargeRelayWorkflow,
+    AutoRechargeSweepWorkflow,
+    AutoRechargeWorkflow,
+    ensure_relay,
+)
 from workflows.refund import DisputeWorkflow, TopUpRefundWorkflow
 from workflows.settlement import UsageSettlementWorkflow
 from workflows.sweep import PaymentsSweepWorkflow
@@ -59,6 +67,7 @@ def build_worker(client: Client, engine: AsyncEngine, settings: Settings) -> Wor
     refund_activities = RefundActivities(refunds, top_ups, gateway)
     sweep_activities = SweepActivities(top_ups, refunds, settings)
     webhook_activities = WebhookActivities(Webhooks(engine), client, settings)
+    recharge_activities = RechargeActivities(client, Recharges(engine), top_ups, ledger, gateway, settings)
     # Scheduled runs: usage settlement and grant expiry (the usage scorer is settlement's hook).
     settlement_activities = SettlementActivities(engine, ledger, gateway, settings)
     migration_activities = MigrationActivities(engine, settings)
@@ -68,11 +77,12 @@ def build_worker(client: Client, engine: AsyncEngine, settings: Settings) -> Wor
         workflows=[
             TopUpWorkflow, TopUpRefundWorkflow, DisputeWorkflow, PaymentsSweepWorkflow,
             WebhookDispatchWorkflow, WebhookDeliveryWorkflow, UsageSettlementWorkflow, GrantExpiryWorkflow,
+            AutoRechargeWorkflow, AutoRechargeRelayWorkflow, AutoRechargeSweepWorkflow,
             StripeMigrationWorkflow, StripeCutoverWorkflow,
         ],
         activities=[
             *top_up_activities.all(), *refund_activities.all(), *sweep_activities.all(), *webhook_activities.all(),
-            *settlement_activities.all(), *migration_activities.all(),
+            *settlement_activities.all(), *recharge_activities.all(), *migration_activities.all(),
         ],
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.worker_sticky_timeout_s),
     )
@@ -90,6 +100,8 @@ async def run(settings: Settings | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with build_worker(client, engine, settings):
+            # The relay turns the trigger outbox into recharge signals; one per task queue.
+            await ensure_relay(client, settings)
             log.info("worker running on task queue %s at %s", settings.task_queue, settings.temporal_address)
             await stop.wait()
     finally:

@@ -20,6 +20,7 @@ from walletflow.api.routers import (
     customers,
     events,
     migrations,
+    recharge,
     refunds,
     reports,
     topups,
@@ -80,7 +81,7 @@ def create_app(
     app.state.temporal_lock = asyncio.Lock()
     problems.install(app)
     routers = (assets.router, customers.router, catalog.router, events.router, authorizations.router, reports.router,
-               topups.router, refunds.router, webhook_endpoints.router, migrations.router)
+               topups.router, refunds.router, webhook_endpoints.router, recharge.router, migrations.router)
     for router in routers:
         app.include_router(router, prefix="/v1")
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError as PydanticValidationError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from walletflow.errors import WalletflowError
@@ -41,6 +43,21 @@ def _validation_problem(errors: list[Any]) -> JSONResponse:
     return problem(422, "validation_error", "Invalid request", f"{where}: {first['msg']}", errors=cleaned)
 
 
+def database_unavailable(exc: BaseException) -> bool:
+    """A lost or refused database connection (a restart, a failover), not a bug: ours to retry."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig if exc.orig is not None else exc
+    if isinstance(exc, (ConnectionError, asyncpg.exceptions.ConnectionDoesNotExistError,
+                        asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.AdminShutdownError,
+                        asyncpg.exceptions.InterfaceError, asyncpg.exceptions.InternalClientError)):
+        return True
+    # SQLAlchemy's asyncpg adapter wraps the driver's error; the original is its __cause__.
+    cause = getattr(exc, "__cause__", None)
+    return cause is not None and cause is not exc and database_unavailable(cause)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(WalletflowError)
     async def _business(_: Request, exc: WalletflowError) -> JSONResponse:
@@ -63,5 +80,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        if database_unavailable(exc):
+            # Nothing was committed (a transaction either commits or is gone): the same request
+            # again is safe, and its idempotency key makes it so even if it was.
+            log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+            response = problem(503, "database_unavailable", "Database unavailable",
+                               "the database could not be reached; send the same request again")
+            response.headers["Retry-After"] = "1"
+            return response
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem(500, "internal_error", "Internal error", "an unexpected error occurred")

@@ -192,6 +192,15 @@ class Catalog:
             raise NotFound(f"product {code} not found")
         return ProductInfo(row.code, row.name, row.created_at)
 
+    async def list_products(self, limit: int, after_code: str | None = None) -> list[ProductInfo]:
+        """Products by code; ``after_code`` is the last code of the previous page."""
+        query = select(products).order_by(products.c.code).limit(limit)
+        if after_code is not None:
+            query = query.where(products.c.code > after_code)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [ProductInfo(r.code, r.name, r.created_at) for r in rows]
+
     async def create_version(self, product_code: str, raw_prices: Sequence[Any]) -> VersionInfo:
         """Add a draft version (numbered after the newest) with validated prices."""
         prices = parse_prices(raw_prices)

@@ -41,17 +41,34 @@ class HotPath:
     async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record:
         pool = await self._connection_pool()
         async with pool.acquire() as conn:
-            return await conn.fetchrow(query, *args)
+            try:
+                return await conn.fetchrow(query, *args)
+            except BaseException as exc:
+                _discard_unless_answered(conn, exc)
+                raise
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         pool = await self._connection_pool()
         async with pool.acquire() as conn:
-            return await conn.fetch(query, *args)
+            try:
+                return await conn.fetch(query, *args)
+            except BaseException as exc:
+                _discard_unless_answered(conn, exc)
+                raise
 
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+def _discard_unless_answered(conn: asyncpg.Connection, exc: BaseException) -> None:
+    """A server error (a constraint, a lock timeout) leaves the connection usable. Anything else
+    (lost mid-call by a database restart, or the call cancelled) leaves it in an unknown state:
+    with no reset query on release (below), the pool would hand it out again, so close it here
+    and let the pool open a fresh one."""
+    if not isinstance(exc, asyncpg.PostgresError):
+        conn.terminate()
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

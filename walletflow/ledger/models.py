@@ -98,6 +98,9 @@ class Account(Base):
     #: How far below zero ``available`` may go, in minor units (0: no overdraft).
     overdraft_limit: Mapped[int] = mapped_column(Money, default=0)
     tracks_balance: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: The enabled auto-recharge policy's threshold, minor units (None: no enabled policy). A copy
+    #: kept by walletflow.recharge so the threshold trigger's WHEN clause needs no lookup.
+    recharge_threshold: Mapped[int | None] = mapped_column(Money)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (

@@ -1,4 +1,4 @@
-"""Paginated reads for the API: customers and a customer's transaction history."""
+"""Paginated reads for the API: assets, customers and a customer's transaction history."""
 
 from __future__ import annotations
 
@@ -59,5 +59,15 @@ async def list_customers(
     if after is not None:
         created_at, customer_id = after
         query = query.where(or_(c.c.created_at > created_at, and_(c.c.created_at == created_at, c.c.id > customer_id)))
+    async with engine.connect() as conn:
+        return list((await conn.execute(query)).all())
+
+
+async def list_assets(engine: AsyncEngine, limit: int, after_code: str | None) -> list[Any]:
+    """Assets by code; ``after_code`` is the last code of the previous page."""
+    a = repo.assets
+    query = select(a.c.code, a.c.name, a.c.scale, a.c.kind).order_by(a.c.code).limit(limit)
+    if after_code is not None:
+        query = query.where(a.c.code > after_code)
     async with engine.connect() as conn:
         return list((await conn.execute(query)).all())

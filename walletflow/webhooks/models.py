@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from walletflow.db.base import Base
-from walletflow.db.types import BigId, UTCDateTime, utcnow
+from walletflow.db.types import BigId, Money, UTCDateTime, utcnow
 from walletflow.ledger.models import Json
 
 
@@ -127,3 +127,28 @@ class WebhookDeliveryAttempt(Base):
     error: Mapped[str | None] = mapped_column(String(500))
     duration_ms: Mapped[int] = mapped_column(Integer)
     attempted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BalanceAlert(Base):
+    """A wallet whose available balance just reached zero (``balance.depleted``), written by a
+    database trigger on ``accounts`` in the same transaction as the debit, on every debit path
+    (the PostgreSQL functions and the Python ledger alike). Webhook dispatch turns pending alerts
+    into outbox events; the row is the durable trigger, so a crash after the debit loses nothing."""
+
+    __tablename__ = "balance_alerts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    customer_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    asset: Mapped[str] = mapped_column(String(16))
+    #: ``depleted``: available went from above zero to zero or below.
+    kind: Mapped[str] = mapped_column(String(16))
+    #: Available balance right after the change, in minor units.
+    available: Mapped[int] = mapped_column(Money)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Set once the alert became an outbox event.
+    promoted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_balance_alerts_pending", "id", postgresql_where=text("promoted_at IS NULL"),
+              sqlite_where=text("promoted_at IS NULL")),
+    )

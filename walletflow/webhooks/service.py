@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from walletflow.db.engine import in_transaction
 from walletflow.db.types import utcnow
 from walletflow.errors import NotFound, ValidationError, WalletflowError
+from walletflow.webhooks import balance_alerts
 from walletflow.webhooks import repository as repo
 from walletflow.webhooks.models import DELIVERY_STATUSES
 from walletflow.webhooks.outbox import EVENT_TYPES
@@ -192,6 +193,8 @@ class Webhooks:
             return 0, 0
 
         async def work(conn: AsyncConnection) -> tuple[int, int]:
+            # Wallets that reached zero since the last run become events first (same commit).
+            await balance_alerts.promote(conn, max_events, self.clock())
             claimed = await repo.claim_pending_events(conn, max_events)
             if not claimed:
                 return 0, 0

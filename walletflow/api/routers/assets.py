@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Query, status
 from pydantic import AwareDatetime, BaseModel, Field
 
 from walletflow.api.deps import ServicesDep, require
+from walletflow.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
+from walletflow.ledger import reads
 
 router = APIRouter(tags=["assets"])
 
@@ -44,6 +46,23 @@ class RateOut(BaseModel):
 async def create_asset(body: AssetIn, services: ServicesDep) -> AssetOut:
     asset = await services.ledger.create_asset(body.code, body.name, body.scale, body.kind)
     return AssetOut(**vars(asset))
+
+
+class AssetPage(BaseModel):
+    data: list[AssetOut]
+    next_cursor: str | None
+
+
+@router.get("/assets", dependencies=[require("read")])
+async def list_assets(
+    services: ServicesDep, limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT), cursor: str | None = None
+) -> AssetPage:
+    """Every asset, by code."""
+    key = decode_cursor(cursor, 1)
+    rows = await reads.list_assets(services.engine, limit + 1, key[0] if key else None)
+    page, more = rows[:limit], len(rows) > limit
+    return AssetPage(data=[AssetOut(code=r.code, name=r.name, scale=r.scale, kind=r.kind) for r in page],
+                     next_cursor=encode_cursor(page[-1].code) if more else None)
 
 
 @router.get("/assets/{code}", dependencies=[require("read")])

@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, Field
 
 from walletflow.api.deps import ServicesDep, require
+from walletflow.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from walletflow.catalog.service import VersionInfo
 from walletflow.pricing.engine import PricedEventInput, VendorCost
 from walletflow.pricing.schemas import Price
@@ -76,6 +77,23 @@ class FeeOut(BaseModel):
 @router.post("/products", status_code=status.HTTP_201_CREATED, dependencies=[require("admin")])
 async def create_product(body: ProductIn, services: ServicesDep) -> ProductOut:
     return ProductOut(**vars(await services.catalog.create_product(body.code, body.name)))
+
+
+class ProductPage(BaseModel):
+    data: list[ProductOut]
+    next_cursor: str | None
+
+
+@router.get("/products", dependencies=[require("read")])
+async def list_products(
+    services: ServicesDep, limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT), cursor: str | None = None
+) -> ProductPage:
+    """Every product, by code."""
+    key = decode_cursor(cursor, 1)
+    rows = await services.catalog.list_products(limit + 1, key[0] if key else None)
+    page, more = rows[:limit], len(rows) > limit
+    return ProductPage(data=[ProductOut(**vars(p)) for p in page],
+                       next_cursor=encode_cursor(page[-1].code) if more else None)
 
 
 @router.get("/products/{code}", dependencies=[require("read")])
