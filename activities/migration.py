@@ -26,7 +26,7 @@ from walletflow.migration.contracts import (
     PageInput,
     PageResult,
 )
-from walletflow.migration.service import Migrations
+from walletflow.migration.service import Migrations, RechargeDefaults
 from walletflow.migration.stripe_source import StripeSource
 from walletflow.payments.stripe_gateway import StripeGateway
 from walletflow.settings import Settings
@@ -36,7 +36,10 @@ log = logging.getLogger("walletflow.migration")
 
 class MigrationActivities:
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
-        self.migrations = Migrations(engine)
+        self.migrations = Migrations(engine, recharge=RechargeDefaults(
+            threshold=settings.migration_recharge_threshold, target=settings.migration_recharge_target,
+            daily_cap=settings.migration_recharge_daily_cap, monthly_cap=settings.migration_recharge_monthly_cap,
+        ))
         self.settings = settings
         # The SDK retries network errors, 409 and 5xx but never a 429: StripeSource backs off.
         self.gateway = StripeGateway(settings.stripe_api_key, settings.stripe_api_base, max_network_retries=2)

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from tests.migration.helpers import Account, MigrationStack, fresh_localstripe, migration_stack
 from tests.services import Stack
 from walletflow.migration.service import counts_snapshot, customer_links, price_links
+from walletflow.recharge.service import Recharges
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -67,6 +68,7 @@ async def test_dry_run_changes_nothing_then_real_run_imports_with_zero_differenc
             c = report["counts"]
             assert (c["customers"], c["would_create"], c["would_link"], c["debts"]) == (5, 4, 1, 1)
             assert c["grants_would_import"] == 4 and c["differences"] == 0
+            assert report["auto_recharge"]["would_create"] == 1
             assert report["amounts"]["USD"]["imported"] == 1500 + 1000 + 800 + 250
             assert {p["price"] for p in report["unmapped_prices"]} == {
                 ids["licensed"]["id"], ids["no_meter"]["id"], ids["transform"]["id"]}
@@ -113,7 +115,12 @@ async def test_dry_run_changes_nothing_then_real_run_imports_with_zero_differenc
                 pm = (await conn.execute(select(customer_links.c.default_payment_method).where(
                     customer_links.c.stripe_customer_id == ids["grants"]))).scalar_one()
             assert pm is not None and pm.startswith("pm_")
-            assert report["auto_recharge"]["payment_methods_recorded"] == 1
+            # ... and became an auto-recharge policy of the USD wallet, disabled (not asked to enable).
+            assert (report["auto_recharge"]["created"], report["auto_recharge"]["payment_methods"]) == (1, 1)
+            [policy] = await Recharges(stack.engine).list_policies(links[ids["grants"]])
+            assert (policy.asset, policy.payment_method_id, policy.enabled) == ("USD", pm, False)
+            assert (policy.threshold, policy.target) == (ms.settings.migration_recharge_threshold,
+                                                         ms.settings.migration_recharge_target)
             assert (await stack.ledger.audit()).ok
 
 
@@ -134,6 +141,7 @@ async def test_a_second_run_changes_nothing(stack: Stack, tmp_path: Path) -> Non
             assert (c["already_linked"], c["grants_imported"], c["grants_already_imported"], c["differences"]) == (5, 0, 4, 0)
             assert second["report"]["amounts"]["USD"]["imported"] == 0
             assert [p["status"] for p in second["report"]["prices"]["mapped"]] == ["linked"]
+            assert (second["report"]["auto_recharge"]["created"], second["report"]["auto_recharge"]["existing"]) == (0, 1)
 
 
 async def test_cut_over_bills_and_cancels_each_metered_subscription_once(stack: Stack, tmp_path: Path) -> None:

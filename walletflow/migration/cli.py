@@ -126,5 +126,7 @@ def render_table(result: dict[str, Any]) -> str:
         lines.append(f"  {p['price']} -> {p['product_code']} v{p.get('version') or '?'} ({p['event_type']}) {p['status']}")
     for p in prices.get("unmapped", [])[:50]:
         lines.append(f"  UNMAPPED {p['price']}: {p['reason']}")
-    lines.append(f"auto-recharge: {report['auto_recharge']['status']}")
+    ar = report["auto_recharge"]
+    lines.append(f"auto-recharge policies: created {ar['created']}  would create {ar['would_create']}  "
+                 f"existing {ar['existing']}  skipped {ar['skipped']}  (enabled: {ar['enabled_requested']})")
     return "\n".join(lines)

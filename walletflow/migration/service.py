@@ -47,6 +47,9 @@ from walletflow.migration.models import (
 )
 from walletflow.migration.stripe_source import StripeSource
 from walletflow.payments import repository as payments_repo
+from walletflow.recharge import repository as recharge_repo
+from walletflow.recharge.schemas import Consent
+from walletflow.recharge.service import Recharges
 
 runs = cast(Table, StripeMigration.__table__)
 items = cast(Table, StripeMigrationItem.__table__)
@@ -58,11 +61,22 @@ KEY_PREFIX = "migration:stripe:"
 PAGE_CONCURRENCY = 8
 #: Bound on the examples listed in a report (the counts and amounts are always complete).
 MAX_REPORT_DETAILS = 1000
-#: What the report says about auto-recharge while the recharge module is not merged.
-AUTO_RECHARGE_PENDING = (
-    "pending: the auto-recharge module is not merged yet; each customer's default payment method "
-    "is recorded in stripe_customer_links.default_payment_method for the policy import"
+#: What the report says about auto-recharge policies.
+AUTO_RECHARGE_NOTE = (
+    "each Stripe customer's default payment method became an auto-recharge policy of the wallet in "
+    "its Stripe currency (threshold, target and caps from the migration_recharge_* settings), "
+    "disabled unless the run asked for enabled policies; an existing policy is never replaced"
 )
+
+
+@dataclass(frozen=True)
+class RechargeDefaults:
+    """The policy imported from a default payment method (minor units)."""
+
+    threshold: int = 500
+    target: int = 2000
+    daily_cap: int = 20_000
+    monthly_cap: int = 100_000
 
 
 class MigrationNotFound(NotFound):
@@ -97,11 +111,14 @@ def _upsert(conn: AsyncConnection, table: Table, values: dict[str, Any], keys: l
 
 
 class Migrations:
-    def __init__(self, engine: AsyncEngine, clock: Callable[[], dt.datetime] = utcnow) -> None:
+    def __init__(self, engine: AsyncEngine, clock: Callable[[], dt.datetime] = utcnow,
+                 recharge: RechargeDefaults | None = None) -> None:
         self.engine = engine
         self.clock = clock
         self.ledger = Ledger(engine, clock)
         self.catalog = Catalog(engine, clock)
+        self.recharges = Recharges(engine, clock)
+        self.recharge_defaults = recharge or RechargeDefaults()
         self._assets_ok: set[tuple[str, int]] = set()
 
     # --- runs -----------------------------------------------------------------------------------
@@ -383,12 +400,52 @@ class Migrations:
             result["grants"].append({"key": key, "asset": found["asset"], "amount": found["amount"],
                                      "status": "not_at_stripe_any_more"})
             walletflow.append((found["asset"], found["amount"]))
+        result["auto_recharge"] = await self._recharge_policy(run, customer, customer_id, payment_method, usable)
         result["walletflow_credit"] = _by_asset(walletflow)
         assets = set(result["stripe_credit"]) | set(result["walletflow_credit"])
         result["difference"] = {a: result["walletflow_credit"].get(a, 0) - result["stripe_credit"].get(a, 0)
                                 for a in sorted(assets)
                                 if result["walletflow_credit"].get(a, 0) != result["stripe_credit"].get(a, 0)}
         return result
+
+    async def _recharge_policy(
+        self, run: MigrationInfo, customer: dict[str, Any], customer_id: uuid.UUID | None,
+        payment_method: str | None, grants: list[mapping.PlannedGrant],
+    ) -> dict[str, Any] | None:
+        """The default payment method as an auto-recharge policy (disabled unless asked)."""
+        if not payment_method:
+            return None
+        # The currency the customer holds credit in, else the customer's Stripe currency.
+        currency = grants[0].asset if grants else customer.get("currency")
+        if not currency:
+            return {"status": "skipped", "reason": "no currency known for the customer at Stripe",
+                    "payment_method": payment_method}
+        asset, scale = mapping.asset_for(currency)
+        out = {"asset": asset, "payment_method": payment_method, "enabled": run.enable_auto_recharge}
+        if customer_id is not None:
+            try:
+                existing = await self.recharges.get_policy(customer_id, asset)
+                return {**out, "status": "exists", "enabled": existing.enabled}
+            except NotFound:
+                pass
+        if run.dry_run or customer_id is None:
+            return {**out, "status": "would_create"}
+        problem = await self._ensure_asset(asset, scale)
+        if problem:
+            return {**out, "status": "skipped", "reason": problem}
+        d = self.recharge_defaults
+        created = customer.get("created")
+        consent = Consent(
+            at=dt.datetime.fromtimestamp(int(created), dt.UTC) if created else run.created_at,
+            method="stripe_migration",
+            text=f"default payment method {payment_method} saved for off-session use at Stripe "
+                 f"(customer {customer['id']}), imported by migration {run.id}",
+        )
+        await self.recharges.set_policy(
+            customer_id, asset=asset, threshold=d.threshold, target=d.target, payment_method_id=payment_method,
+            daily_cap=d.daily_cap, monthly_cap=d.monthly_cap, enabled=run.enable_auto_recharge, consent=consent,
+        )
+        return {**out, "status": "created"}
 
     async def _link_customer(
         self, run: MigrationInfo, customer: dict[str, Any], payment_method: str | None
@@ -489,6 +546,10 @@ class Migrations:
                 counts["customers"] += 1
                 counts[item["action"]] = counts.get(item["action"], 0) + 1
                 counts["payment_methods"] += 1 if item.get("default_payment_method") else 0
+                policy = item.get("auto_recharge") or {}
+                if policy:
+                    status_key = f"recharge_policies_{policy['status']}"
+                    counts[status_key] = counts.get(status_key, 0) + 1
                 for grant in item["grants"]:
                     status = grant["status"]
                     key = {"imported": "grants_imported", "already_imported": "grants_already_imported",
@@ -524,8 +585,12 @@ class Migrations:
             "counts": counts, "amounts": dict(sorted(amounts.items())),
             "differences": differences, "debts": debts, "skipped_grants": skipped,
             "prices": prices, "unmapped_prices": prices.get("unmapped", []),
-            "auto_recharge": {"status": AUTO_RECHARGE_PENDING, "enabled_requested": run.enable_auto_recharge,
-                              "payment_methods_recorded": counts["payment_methods"] if not run.dry_run else 0},
+            "auto_recharge": {"note": AUTO_RECHARGE_NOTE, "enabled_requested": run.enable_auto_recharge,
+                              "payment_methods": counts["payment_methods"],
+                              "created": counts.get("recharge_policies_created", 0),
+                              "would_create": counts.get("recharge_policies_would_create", 0),
+                              "existing": counts.get("recharge_policies_exists", 0),
+                              "skipped": counts.get("recharge_policies_skipped", 0)},
         }
 
     async def finish(self, migration_id: uuid.UUID) -> dict[str, Any]:
@@ -628,7 +693,8 @@ async def counts_snapshot(engine: AsyncEngine) -> dict[str, int]:
     tables = {"customers": ledger_repo.customers, "credit_grants": ledger_repo.grants,
               "transactions": ledger_repo.transactions, "assets": ledger_repo.assets,
               "products": cast(Table, versions).metadata.tables["products"], "price_versions": versions,
-              "stripe_customer_links": customer_links, "stripe_price_links": price_links, "stripe_cutovers": cutovers}
+              "stripe_customer_links": customer_links, "stripe_price_links": price_links, "stripe_cutovers": cutovers,
+              "auto_recharge_policies": recharge_repo.policies, "recharge_triggers": recharge_repo.triggers}
     async with engine.connect() as conn:
         return {name: int((await conn.execute(select(func.count()).select_from(t))).scalar_one())
                 for name, t in tables.items()}

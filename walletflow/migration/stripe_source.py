@@ -51,7 +51,8 @@ class TokenBucket:
                 if self.tokens >= 1:
                     self.tokens -= 1
                     return
-                await asyncio.sleep((1 - self.tokens) / self.rate)
+                # At least a millisecond: a float shortfall of 1e-15 would otherwise spin.
+                await asyncio.sleep(max(0.001, (1 - self.tokens) / self.rate))
 
 
 @dataclass
