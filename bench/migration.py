@@ -23,8 +23,11 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -96,55 +99,60 @@ async def seed(url: str, count: int) -> int:
     return total
 
 
-async def run(customers: int, rps: float) -> Report:
+@contextmanager
+def localstripe() -> Iterator[str]:
+    """A fresh, in-memory localstripe on a free port."""
     port = free_port()
-    stripe_url = f"http://127.0.0.1:{port}"
-    workdir = Path("/tmp") / f"bench-migration-{uuid.uuid4().hex[:6]}"
-    workdir.mkdir()
+    url = f"http://127.0.0.1:{port}"
+    workdir = Path(tempfile.mkdtemp(prefix="bench-migration-"))
     proc = subprocess.Popen([sys.executable, str(SERVER), "--port", str(port), "--from-scratch"], cwd=workdir,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(200):
             try:
-                httpx.get(stripe_url + "/v1/customers", headers={"Authorization": f"Bearer {KEY}"}, timeout=1)
+                httpx.get(url + "/v1/customers", headers={"Authorization": f"Bearer {KEY}"}, timeout=1)
                 break
             except httpx.TransportError:
                 time.sleep(0.05)
-        started = time.monotonic()
-        expected = await seed(stripe_url, customers)
-        seed_s = time.monotonic() - started
-        temporal = shutil.which("temporal") or str(Path(sys.executable).with_name("temporal"))
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=temporal, search_attributes=[CUSTOMER_ID], data_converter=pydantic_data_converter,
-            dev_server_extra_args=["--dynamic-config-value", "frontend.enableServerVersionCheck=false"],
-        )
-        try:
-            async with fresh_database() as url:
-                await upgrade_async(url)
-                settings = Settings(
-                    database_url=url, temporal_address=env.client.service_client.config.target_host,
-                    task_queue=f"bench-migration-{uuid.uuid4().hex[:6]}", stripe_api_base=stripe_url,
-                    migration_stripe_rps=rps, migration_page_size=100, migration_pages_per_run=20,
-                )
-                engine = create_engine(url, pool_size=10)
-                try:
-                    client = await connect(settings)
-                    async with build_worker(client, engine, settings):
-                        started = time.monotonic()
-                        migrations = Migrations(engine)
-                        migration, handle = await start_migration(client, migrations, settings, dry_run=False)
-                        await handle.result()
-                        seconds = time.monotonic() - started
-                    report = (await migrations.get(migration.id)).report
-                    audit_ok = (await Ledger(engine).audit()).ok
-                finally:
-                    await dispose(engine)
-        finally:
-            await env.shutdown()
+        yield url
     finally:
         proc.terminate()
         proc.wait(timeout=10)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def run(stripe_url: str, customers: int, rps: float) -> Report:
+    started = time.monotonic()
+    expected = await seed(stripe_url, customers)
+    seed_s = time.monotonic() - started
+    temporal = shutil.which("temporal") or str(Path(sys.executable).with_name("temporal"))
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal, search_attributes=[CUSTOMER_ID], data_converter=pydantic_data_converter,
+        dev_server_extra_args=["--dynamic-config-value", "frontend.enableServerVersionCheck=false"],
+    )
+    try:
+        async with fresh_database() as url:
+            await upgrade_async(url)
+            settings = Settings(
+                database_url=url, temporal_address=env.client.service_client.config.target_host,
+                task_queue=f"bench-migration-{uuid.uuid4().hex[:6]}", stripe_api_base=stripe_url,
+                migration_stripe_rps=rps, migration_page_size=100, migration_pages_per_run=20,
+            )
+            engine = create_engine(url, pool_size=10)
+            try:
+                client = await connect(settings)
+                async with build_worker(client, engine, settings):
+                    started = time.monotonic()
+                    migrations = Migrations(engine)
+                    migration, handle = await start_migration(client, migrations, settings, dry_run=False)
+                    await handle.result()
+                    seconds = time.monotonic() - started
+                report = (await migrations.get(migration.id)).report
+                audit_ok = (await Ledger(engine).audit()).ok
+            finally:
+                await dispose(engine)
+    finally:
+        await env.shutdown()
     # Stripe calls: 1 list per 100 customers, then per customer the balance transaction (if any
     # balance), the grant list and one balance summary per live grant.
     calls = customers / 100 + customers * 2 + customers / 10
@@ -165,7 +173,8 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--rps", type=float, default=10_000.0, help="client-side Stripe rate limit")
     args = parser.parse_args()
-    report = asyncio.run(run(200 if args.quick else args.customers, args.rps))
+    with localstripe() as stripe_url:
+        report = asyncio.run(run(stripe_url, 200 if args.quick else args.customers, args.rps))
     if args.json:
         print(json.dumps({**asdict(report), "correct": report.correct}, indent=2))
     else:

@@ -139,9 +139,10 @@ class Account:
             "customers": customers,
             "subscriptions": await every(self.client.v1.subscriptions.list_async),
             "grants": await every(self.client.v1.billing.credit_grants.list_async),
-            "invoices": sum([await every(self.client.v1.invoices.list_async, customer=c["id"]) for c in customers], []),
-            "balance_transactions": sum([(await self.client.v1.customers.balance_transactions.list_async(
-                c["id"], params={"limit": 100})).to_dict()["data"] for c in customers], []),
+            "invoices": [i for c in customers for i in await every(self.client.v1.invoices.list_async, customer=c["id"])],
+            "balance_transactions": [t for c in customers for t in (
+                await self.client.v1.customers.balance_transactions.list_async(c["id"], params={"limit": 100})
+            ).to_dict()["data"]],
         }
 
 

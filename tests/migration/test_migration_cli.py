@@ -58,5 +58,5 @@ async def test_a_dry_run_from_the_cli_shows_progress_and_the_report(stack: Stack
             assert report["counts"]["would_create"] == 26
             assert report["amounts"]["USD"]["imported"] == sum(1000 + i for i in range(25))
 
-            refused_out, refused_err = await walletflow(ms, "--cut-over", "--migration-id", migration_id)
+            _, refused_err = await walletflow(ms, "--cut-over", "--migration-id", migration_id)
             assert "validation_error" in refused_err and "dry run" in refused_err

@@ -154,7 +154,7 @@ async def test_cut_over_bills_and_cancels_each_metered_subscription_once(stack: 
             assert refused.status_code == 422 and refused.json()["code"] == "validation_error"
 
             real = await ms.run(dry_run=False)
-            params = {"customer": ids["credit"], "subscription": ids["subscription"]}
+            params: Any = {"customer": ids["credit"], "subscription": ids["subscription"]}
             before = {i.id for i in (await ms.account.client.v1.invoices.list_async(params=params)).data}
             for _ in range(2):  # the second cut-over changes nothing
                 started = await ms.http.post(f"/v1/migrations/{real['id']}/cut-over")

@@ -33,7 +33,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from walletflow.catalog.service import Catalog, versions
 from walletflow.db.engine import in_transaction
 from walletflow.db.types import utcnow
-from walletflow.errors import AlreadyExists, IdempotencyConflict, NotFound, ValidationError, WalletflowError
+from walletflow.errors import (
+    AlreadyExists,
+    IdempotencyConflict,
+    NotFound,
+    ValidationError,
+    WalletflowError,
+)
 from walletflow.ledger import repository as ledger_repo
 from walletflow.ledger.postings import CLEARING, PROMOTIONS
 from walletflow.ledger.service import Ledger
