@@ -41,9 +41,8 @@ from walletflow.db.engine import create_engine, dispose
 from walletflow.db.migrate import upgrade_async
 from walletflow.ledger.service import Ledger
 from walletflow.migration.service import Migrations
-from walletflow.migration.start import start_migration
 from walletflow.settings import Settings
-from walletflow.temporal_client import CUSTOMER_ID, connect
+from walletflow.temporal_client import CUSTOMER_ID, connect, start_stripe_migration
 from worker.main import build_worker
 
 SERVER = Path(__file__).resolve().parents[1] / "tests" / "localstripe_server.py"
@@ -144,7 +143,7 @@ async def run(stripe_url: str, customers: int, rps: float) -> Report:
                 async with build_worker(client, engine, settings):
                     started = time.monotonic()
                     migrations = Migrations(engine)
-                    migration, handle = await start_migration(client, migrations, settings, dry_run=False)
+                    migration, handle = await start_stripe_migration(client, migrations, settings, dry_run=False)
                     await handle.result()
                     seconds = time.monotonic() - started
                 report = (await migrations.get(migration.id)).report

@@ -36,7 +36,6 @@ def migrate_stripe(
     from walletflow import temporal_client
     from walletflow.db.engine import create_engine
     from walletflow.errors import WalletflowError
-    from walletflow.migration import start
     from walletflow.migration.service import Migrations
 
     settings = get_settings()
@@ -49,7 +48,7 @@ def migrate_stripe(
                 existing = uuid.UUID(migration_id)
                 if cut_over:
                     client = await temporal_client.connect(settings)
-                    workflow = await start.start_cutover(client, migrations, settings, existing)
+                    workflow = await temporal_client.start_stripe_cutover(client, migrations, settings, existing)
                     if wait:
                         await client.get_workflow_handle(workflow).result()
                     return {"migration": _view(await migrations.get(existing), None), "cutover_workflow_id": workflow}
@@ -58,7 +57,7 @@ def migrate_stripe(
                 raise typer.BadParameter("--cut-over needs --migration-id of a completed real run")
             else:
                 client = await temporal_client.connect(settings)
-                run, _ = await start.start_migration(client, migrations, settings, dry_run=dry_run,
+                run, _ = await temporal_client.start_stripe_migration(client, migrations, settings, dry_run=dry_run,
                                                      enable_auto_recharge=enable_auto_recharge)
                 typer.echo(f"started {run.workflow_id} ({'dry run' if run.dry_run else 'REAL run'})", err=True)
             while wait and run.status == "running":

@@ -11,9 +11,9 @@ from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.service import RPCError
 
+from walletflow import temporal_client as temporal
 from walletflow.api.deps import ServicesDep, require
 from walletflow.api.routers.topups import TemporalUnavailable, temporal_client
-from walletflow.migration import start
 from walletflow.migration.service import MigrationInfo, Migrations
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ async def start_stripe_migration(request: Request, services: ServicesDep, body: 
     migrations = Migrations(services.engine)
     try:
         client = await temporal_client(request)
-        run, handle = await start.start_migration(client, migrations, services.settings, dry_run=body.dry_run,
+        run, handle = await temporal.start_stripe_migration(client, migrations, services.settings, dry_run=body.dry_run,
                                                   enable_auto_recharge=body.enable_auto_recharge)
     except (RuntimeError, RPCError) as exc:
         log.warning("could not start a Stripe migration: %s", type(exc).__name__)
@@ -102,7 +102,7 @@ async def cut_over(migration_id: uuid.UUID, request: Request, services: Services
     await migrations.check_cutover(migration_id)
     try:
         client = await temporal_client(request)
-        workflow_id = await start.start_cutover(client, migrations, services.settings, migration_id)
+        workflow_id = await temporal.start_stripe_cutover(client, migrations, services.settings, migration_id)
     except (RuntimeError, RPCError) as exc:
         raise TemporalUnavailable("the cut-over workflow could not start; nothing was changed, try again") from exc
     return CutoverStarted(id=migration_id, workflow_id=workflow_id)
