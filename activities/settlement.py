@@ -21,6 +21,7 @@ from walletflow.db.types import utcnow
 from walletflow.errors import WalletflowError
 from walletflow.ledger.service import Ledger
 from walletflow.payments.stripe_gateway import StripeGateway
+from walletflow.risk.usage import UsageThresholds
 from walletflow.settings import Settings
 from walletflow.settlement import expiry, postpaid, reconcile, scoring, service
 from walletflow.settlement.contracts import (
@@ -114,7 +115,10 @@ class SettlementActivities:
         """Collect per-customer usage, ask the scorer, freeze the flagged wallets."""
         period = _period(ref.period)
         usage = await scoring.collect_usage(self.engine, period, self.settings.usage_spike_baseline_periods)
-        decisions = self.usage_scorer.score_usage(usage)
+        decisions = scoring.combine(
+            self.usage_scorer.score_usage(usage),
+            await scoring.risk_flags(self.engine, period, usage, UsageThresholds.from_settings(self.settings)),
+        )
         async with _business_errors():
             flags = await scoring.apply_decisions(self.engine, self.ledger, period, usage, decisions, self.clock())
         return UsageScoring(customers_scored=len(usage), flagged=flags)

@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 from walletflow.errors import WalletflowError
 from walletflow.ledger.service import Ledger
+from walletflow.observability import metrics
 from walletflow.payments.contracts import (
     CreditOutcome,
     MarkStatus,
@@ -35,6 +36,7 @@ from walletflow.payments.schemas import TopUpInfo
 from walletflow.payments.service import InvalidTransition, TopUps
 from walletflow.payments.stripe_gateway import PaymentIntentInfo, StripeGateway
 from walletflow.risk.rules import Scorer
+from walletflow.risk.topups import TopUpRisk
 from walletflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class TopUpActivities:
         self.gateway = gateway
         self.scorer = scorer
         self.settings = settings
+        self.risk = TopUpRisk(top_ups.engine, gateway, settings.risk_shared_card_allowlist)
 
     def all(self) -> list[Callable[..., Any]]:
         return [
@@ -79,6 +82,7 @@ class TopUpActivities:
                     amount=top_up.amount, currency=top_up.currency, customer=customer,
                     top_up_id=ref.top_up_id, idempotency_key=f"topup-{ref.top_up_id}:payment_intent",
                 )
+                await self._crash_pause("after_payment_intent")  # at Stripe, not yet in our database
                 await self.top_ups.set_payment_intent(top_up.id, intent.id)
             if top_up.status == "initiated":
                 await self.top_ups.transition(top_up.id, "awaiting_payment")
@@ -163,8 +167,10 @@ class TopUpActivities:
     async def score(self, ref: TopUpRef) -> RiskOutcome:
         async with business_errors():
             top_up = await self.top_ups.get(uuid.UUID(ref.top_up_id))
-            result = self.scorer.score(await self.top_ups.risk_features(top_up))
-            await self.top_ups.record_risk(top_up.id, result)
+            await self.risk.record_card(top_up.id, _intent_id(top_up))
+            result = self.scorer.score(await self.risk.features(top_up.id))
+            await self.risk.record(top_up.id, result)
+            metrics.RISK_DECISIONS.labels(result.decision).inc()
             return RiskOutcome(score=result.score, decision=result.decision, reasons=result.reasons)
 
     @activity.defn(name="topup.credit")
@@ -200,6 +206,7 @@ class TopUpActivities:
             if top_up.stripe_refund_id is not None:
                 return RefundOutcome(outcome="refunded", refund_id=top_up.stripe_refund_id)
             refund = await self.gateway.refund(_intent_id(top_up), idempotency_key=f"topup-{top_up.id}:refund")
+            await self._crash_pause("after_stripe_refund")  # refunded at Stripe, not yet in our database
             await self.top_ups.set_refunded(top_up.id, refund.id)
             return RefundOutcome(outcome="refunded", refund_id=refund.id)
 

@@ -30,6 +30,7 @@ from temporalio.exceptions import (
 )
 
 from walletflow.errors import NotFound
+from walletflow.observability import metrics
 from walletflow.settings import Settings
 from walletflow.temporal_client import CUSTOMER_ID
 from walletflow.webhooks import sender
@@ -149,11 +150,13 @@ class WebhookActivities:
             return DeliveryOutcome(status=info.status, attempts=info.attempt_count, status_code=info.last_status_code)
         if not job.endpoint_enabled:
             info = await self.webhooks.finish(delivery_id, "canceled")
+            metrics.WEBHOOK_DELIVERIES.labels("canceled").inc()
             return DeliveryOutcome(status=info.status, attempts=info.attempt_count)
         result = await sender.post(self._http_client(), job)
         attempt = await self.webhooks.record_attempt(
             delivery_id, result.status_code, result.error, result.duration_ms, result.delivered
         )
+        metrics.WEBHOOK_DELIVERIES.labels("delivered" if result.delivered else "failed_attempt").inc()
         if result.delivered:
             return DeliveryOutcome(status="delivered", attempts=attempt, status_code=result.status_code)
         reason = f"HTTP {result.status_code}" if result.status_code is not None else (result.error or "").split(":")[0]
@@ -168,4 +171,6 @@ class WebhookActivities:
     async def finish(self, request: FinishRequest) -> DeliveryOutcome:
         """Out of attempts: mark the delivery failed (a delivered one stays delivered)."""
         info = await self.webhooks.finish(uuid.UUID(request.delivery_id), request.status)
+        if info.status == "failed":  # a delivery that went out in the meantime stays delivered
+            metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
         return DeliveryOutcome(status=info.status, attempts=info.attempt_count, status_code=info.last_status_code)

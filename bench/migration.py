@@ -1,6 +1,6 @@
 """Stripe-to-wallet migration throughput: customers migrated per second, end to end.
 
-What is measured: a fresh localstripe account (tests/localstripe_server.py, in memory) seeded
+What is measured: a fresh localstripe account (walletflow/devtools/localstripe.py, in memory) seeded
 with N customers through the official SDK, each with a credit balance and every tenth with a
 billing credit grant too; then one real ``StripeMigrationWorkflow`` on a Temporal dev server and
 one worker, on PostgreSQL in a throw-away database, from start to the stored report. The client
@@ -23,7 +23,6 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -45,7 +44,7 @@ from walletflow.settings import Settings
 from walletflow.temporal_client import CUSTOMER_ID, connect, start_stripe_migration
 from worker.main import build_worker
 
-SERVER = Path(__file__).resolve().parents[1] / "tests" / "localstripe_server.py"
+REPO = Path(__file__).resolve().parents[1]
 KEY = "sk_test_walletflow"
 
 
@@ -103,9 +102,8 @@ def localstripe() -> Iterator[str]:
     """A fresh, in-memory localstripe on a free port."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    workdir = Path(tempfile.mkdtemp(prefix="bench-migration-"))
-    proc = subprocess.Popen([sys.executable, str(SERVER), "--port", str(port), "--from-scratch"], cwd=workdir,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "walletflow.devtools.localstripe", "--port", str(port),
+                             "--from-scratch"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(200):
             try:
@@ -117,7 +115,6 @@ def localstripe() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 async def run(stripe_url: str, customers: int, rps: float) -> Report:

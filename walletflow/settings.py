@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import Field
+
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./walletflow.db"
@@ -41,6 +44,8 @@ class Settings(BaseSettings):
     #: Signing secret of the webhook endpoint. Empty disables ``POST /v1/stripe/webhooks``
     #: (answered 503) instead of accepting unsigned events.
     stripe_webhook_secret: str = ""
+    #: One Stripe call longer than this is abandoned and retried (creates are looked up first).
+    stripe_timeout_s: float = 30.0
 
     # --- top-ups ----------------------------------------------------------------------------
     #: How long a top-up waits for the customer to pay before the PaymentIntent is cancelled.
@@ -150,6 +155,58 @@ class Settings(BaseSettings):
     mcp_api_key: str = ""
     #: Port of ``walletflow mcp --transport http``.
     mcp_port: int = 8765
+
+    # --- billing portal (`POST /v1/portal/sessions`) ------------------------------------------
+    #: HMAC-SHA256 key that signs portal links (at least 32 characters). Set it in production,
+    #: the same on every API replica. Empty: a random one is generated on first use and kept in
+    #: ``portal_secret_file`` (dev convenience: one machine, survives restarts).
+    portal_secret: str = ""
+    portal_secret_file: str = "./.walletflow-portal-secret"
+    #: How long a portal link works, in seconds (default 10 minutes, at most one day).
+    portal_session_ttl_s: int = Field(default=600, ge=30, le=86_400)
+    #: Where portal links point: the API's public base URL as the customer's browser reaches it.
+    portal_base_url: str = "http://127.0.0.1:8000"
+    #: Stripe.js for the portal's top-up form: Stripe's own in production; localstripe's
+    #: ``http://127.0.0.1:PORT/js.stripe.com/v3/`` in tests and dev.
+    stripe_js_url: str = "https://js.stripe.com/v3/"
+    #: Publishable key the portal's Stripe.js uses (never the secret key).
+    stripe_publishable_key: str = "pk_test_walletflow"
+
+    # --- risk model (walletflow/risk; README "Risk scoring") ---------------------------------
+    #: Directory of a trained artifact (``walletflow risk train``). Unset: the built-in model,
+    #: trained at worker start from simulated traffic (deterministic), unless
+    #: ``risk_builtin_model`` is off, in which case the rules score alone (logged loudly).
+    risk_model_path: str | None = None
+    #: HMAC key the artifact's manifest was signed with; checked before anything is unpickled.
+    risk_model_signing_key: SecretStr | None = None
+    #: Without a signing key: the artifact's model SHA-256, pinned here instead.
+    risk_model_sha256: str | None = None
+    risk_builtin_model: bool = True
+    #: Model scores (100 x probability of fraud) at or above which a payment is reviewed / rejected.
+    risk_model_review_score: int = 50
+    risk_model_reject_score: int = 98
+    #: Card fingerprints that may pay for many customers (a company card, Stripe test cards):
+    #: they count as not shared. JSON list in the environment.
+    risk_shared_card_allowlist: list[str] = []
+
+    # --- usage risk (scored by settlement; walletflow/risk/usage.py) ------------------------
+    #: Period spend at or above this multiple of the customer's trailing baseline: review;
+    #: at or above the reject multiple: reject (the wallet is frozen either way, pending review).
+    risk_usage_review_ratio: float = 5.0
+    risk_usage_reject_ratio: float = 20.0
+    #: Spend in a period below this (minor units) is never a spike, whatever the ratio.
+    risk_usage_min_spend: int = 1_000
+
+    # --- observability ----------------------------------------------------------------------
+    #: ``json`` (one object per line, for log shippers) or ``text``; secrets are redacted in both.
+    log_format: str = "json"
+    log_level: str = "INFO"
+    #: Serve Prometheus metrics on ``GET /metrics`` of the API (unauthenticated, like most
+    #: exporters: keep it off the public listener, or turn it off here).
+    metrics_enabled: bool = True
+    #: The worker serves its metrics on this port (0: not served). Off by default so several
+    #: workers on one host never fight over a port; docker-compose.yml turns it on.
+    worker_metrics_port: int = 0
 
     # --- Stripe-to-wallet migration (`walletflow migrate stripe`) ------------------------------
     #: Stripe requests per second the migration allows itself (token bucket, client side); the

@@ -10,7 +10,12 @@ from typing import Any
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import (
     SearchAttributeKey,
     SearchAttributePair,
@@ -124,7 +129,8 @@ async def payment_details(handle: WorkflowHandle, wait_s: float) -> PaymentCreat
     try:
         async with asyncio.timeout(wait_s):
             return await handle.execute_update(TopUpWorkflow.payment_details)
-    except (TimeoutError, WorkflowUpdateFailedError, RPCError) as exc:
+    # The SDK turns the timeout's cancellation into WorkflowUpdateRPCTimeoutOrCancelledError.
+    except (TimeoutError, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError, RPCError) as exc:
         log.info("no payment details for %s: %s", handle.id, type(exc).__name__)
         return None
 

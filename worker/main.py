@@ -20,14 +20,17 @@ from activities.topups import TopUpActivities
 from activities.webhooks import WebhookActivities
 from walletflow.db.engine import create_engine
 from walletflow.ledger.service import Ledger
+from walletflow.observability.logs import setup_logging
 from walletflow.payments.refunds import Refunds
 from walletflow.payments.service import TopUps
 from walletflow.payments.stripe_gateway import StripeGateway
 from walletflow.recharge.service import Recharges
-from walletflow.risk.rules import RiskThresholds, RulesScorer
+from walletflow.risk import scoring as risk_scoring
+from walletflow.risk.model import CombinedScorer
 from walletflow.settings import Settings, get_settings
 from walletflow.temporal_client import connect, register_search_attributes
 from walletflow.webhooks.service import Webhooks
+from worker.metrics import ActivityMetrics, serve_metrics
 from workflows.grant_expiry import GrantExpiryWorkflow
 from workflows.migration import StripeCutoverWorkflow, StripeMigrationWorkflow
 from workflows.recharge import (
@@ -45,18 +48,9 @@ from workflows.webhooks import WebhookDeliveryWorkflow, WebhookDispatchWorkflow
 log = logging.getLogger("walletflow.worker")
 
 
-def scorer_from(settings: Settings) -> RulesScorer:
-    return RulesScorer(
-        RiskThresholds(
-            review_amount=settings.risk_review_amount,
-            reject_amount=settings.risk_reject_amount,
-            history_multiple=settings.risk_history_multiple,
-            max_topups_per_hour=settings.risk_max_topups_per_hour,
-            max_failed_24h=settings.risk_max_failed_24h,
-            review_score=settings.risk_review_score,
-            reject_score=settings.risk_reject_score,
-        )
-    )
+def scorer_from(settings: Settings) -> CombinedScorer:
+    """Model plus rules, loaded (or built) once per worker: see walletflow/risk/scoring.py."""
+    return risk_scoring.scorer_from(settings)
 
 
 def build_worker(client: Client, engine: AsyncEngine, settings: Settings) -> Worker:
@@ -85,12 +79,14 @@ def build_worker(client: Client, engine: AsyncEngine, settings: Settings) -> Wor
             *settlement_activities.all(), *recharge_activities.all(), *migration_activities.all(),
         ],
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.worker_sticky_timeout_s),
+        interceptors=[ActivityMetrics()],
     )
 
 
 async def run(settings: Settings | None = None) -> None:
     """Run until SIGINT or SIGTERM, then finish in-flight activities and exit."""
     settings = settings or get_settings()
+    serve_metrics(settings.worker_metrics_port)
     client = await connect(settings)
     await register_search_attributes(client, settings.temporal_namespace)
     engine = create_engine(settings=settings)
@@ -109,5 +105,6 @@ async def run(settings: Settings | None = None) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run())
+    settings = get_settings()
+    setup_logging(settings.log_level, settings.log_format)
+    asyncio.run(run(settings))

@@ -22,20 +22,22 @@ import httpx
 import stripe
 from fastapi import FastAPI
 
-from tests.services import LOCALSTRIPE_SERVER, Stack, free_port
+from tests.services import Stack, free_port
 from walletflow.migration.service import Migrations
 from walletflow.settings import Settings
 from worker.main import build_worker
 
 KEY = "sk_test_walletflow"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
 def fresh_localstripe(workdir: Path) -> Iterator[str]:
     port = free_port()
     with open(workdir / f"localstripe-{port}.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, str(LOCALSTRIPE_SERVER), "--port", str(port), "--from-scratch"],
-                                cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "walletflow.devtools.localstripe", "--port", str(port), "--from-scratch"],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 20
         try:

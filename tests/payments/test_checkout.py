@@ -1,6 +1,6 @@
 """Top-ups in mode ``checkout``: Stripe's hosted Checkout page instead of an embedded form.
 
-localstripe has no Checkout Sessions; tests/localstripe_server.py adds them with Stripe's shape
+localstripe has no Checkout Sessions; walletflow/devtools/localstripe.py adds them with Stripe's shape
 (the PaymentIntent appears only once the customer pays), and the test-only
 ``POST /_test/checkout/sessions/{id}/complete`` plays the customer paying on the hosted page.
 """

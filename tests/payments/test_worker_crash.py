@@ -1,9 +1,12 @@
-"""A worker killed (SIGKILL) between the charge and the credit, or between the credit and its
-report to Temporal: a new worker process finishes the top-up and the wallet is credited once."""
+"""A worker killed (SIGKILL) at each step where money and our records can part: after Stripe
+created the PaymentIntent but before we stored it, between the charge and the credit, between the
+credit and its report to Temporal, and after Stripe refunded but before we recorded it. A new
+worker process finishes the top-up: one PaymentIntent, credited once or refunded once."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -30,6 +33,10 @@ async def spawn_worker(stack: Stack, task_queue: str, **extra_env: str) -> async
         "WALLETFLOW_STRIPE_API_KEY": stack.settings.stripe_api_key,
         # Hand the dead worker's cached workflows to the live one after 1 s instead of 10.
         "WALLETFLOW_WORKER_STICKY_TIMEOUT_S": "1",
+        # The same risk limits as the test stack (and its allowlisted shared test card).
+        "WALLETFLOW_RISK_REVIEW_AMOUNT": str(stack.settings.risk_review_amount),
+        "WALLETFLOW_RISK_REJECT_AMOUNT": str(stack.settings.risk_reject_amount),
+        "WALLETFLOW_RISK_SHARED_CARD_ALLOWLIST": json.dumps(list(stack.settings.risk_shared_card_allowlist)),
         **extra_env,
     }
     return await asyncio.create_subprocess_exec(
@@ -38,7 +45,7 @@ async def spawn_worker(stack: Stack, task_queue: str, **extra_env: str) -> async
     )
 
 
-async def wait_for_line(proc: asyncio.subprocess.Process, marker: str, timeout_s: float = 30) -> None:
+async def wait_for_line(proc: asyncio.subprocess.Process, marker: str, timeout_s: float = 90) -> None:
     assert proc.stderr is not None
 
     async def read() -> None:
@@ -101,3 +108,83 @@ async def test_a_worker_killed_around_the_credit_credits_exactly_once(stack: Sta
     assert await stack.credits_for(top_up["id"]) == 1
     assert [(g.source, g.amount) for g in await stack.ledger.grants(customer)] == [("paid", 4200)]
     assert (await stack.ledger.audit()).ok
+
+
+async def intents_of(stack: Stack, top_up_id: str) -> int:
+    """PaymentIntents at Stripe carrying this top-up's id (looked up at localstripe directly)."""
+    page = await stack.gateway.client.v1.payment_intents.list_async(params={"limit": 100})
+    count = 0
+    while True:
+        count += sum(1 for pi in page.data if (pi.to_dict().get("metadata") or {}).get("walletflow_top_up_id") == top_up_id)
+        if not page.has_more:
+            return count
+        page = await stack.gateway.client.v1.payment_intents.list_async(
+            params={"limit": 100, "starting_after": page.data[-1].id})
+
+
+async def test_a_worker_killed_after_stripe_created_the_payment_makes_no_second_one(stack: Stack) -> None:
+    task_queue = f"walletflow-crash-{uuid.uuid4().hex[:8]}"
+    customer = await stack.new_customer()
+    first = await spawn_worker(stack, task_queue, WALLETFLOW_CRASH_PAUSE_AT="after_payment_intent",
+                               WALLETFLOW_CRASH_PAUSE_S="60")
+    second = None
+    try:
+        # The API answers without the client secret once its short wait is over (the worker is paused).
+        async with stack.http_for(stack.app_with(task_queue=task_queue, topup_create_wait_s=1)) as http:
+            top_up = await start(stack, customer, 3300, http=http)
+        await wait_for_line(first, "crash test: pausing after_payment_intent")
+        assert (await stack.topups.get(uuid.UUID(top_up["id"]))).stripe_payment_intent_id is None
+        assert await intents_of(stack, top_up["id"]) == 1  # Stripe has it; we do not (yet)
+        second = await spawn_worker(stack, task_queue)
+        await wait_for_line(second, "worker running")
+        draining = asyncio.create_task(drain(second))
+        await kill(first)
+
+        waiting = await stack.wait_for(top_up["id"], "awaiting_payment", timeout_s=90)
+        assert waiting.stripe_payment_intent_id is not None
+        assert await intents_of(stack, top_up["id"]) == 1  # the retry found it instead of making another
+        await stack.pay(waiting.stripe_payment_intent_id)
+        handle = stack.client.get_workflow_handle_for(TopUpWorkflow.run, top_up["workflow_id"])
+        progress = await asyncio.wait_for(handle.result(), 90)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.returncode is None:
+                await kill(proc)
+    await draining
+    assert progress.status == "succeeded"
+    assert await stack.balance(customer) == 3300
+    assert await stack.credits_for(top_up["id"]) == 1
+
+
+async def test_a_worker_killed_after_stripe_refunded_refunds_once(stack: Stack) -> None:
+    task_queue = f"walletflow-crash-{uuid.uuid4().hex[:8]}"
+    customer = await stack.new_customer()
+    first = await spawn_worker(stack, task_queue, WALLETFLOW_CRASH_PAUSE_AT="after_stripe_refund",
+                               WALLETFLOW_CRASH_PAUSE_S="60")
+    second = None
+    try:
+        async with stack.http_for(stack.app_with(task_queue=task_queue)) as http:
+            top_up = await start(stack, customer, 950_000, http=http)  # over the reject amount: refunded
+        await stack.pay(top_up["payment_intent_id"])
+        await wait_for_line(first, "crash test: pausing after_stripe_refund")
+        assert await stack.gateway.find_refund(top_up["payment_intent_id"]) is not None  # Stripe refunded
+        assert (await stack.topups.get(uuid.UUID(top_up["id"]))).status != "refunded"  # we have not recorded it
+        second = await spawn_worker(stack, task_queue)
+        await wait_for_line(second, "worker running")
+        draining = asyncio.create_task(drain(second))
+        await kill(first)
+
+        handle = stack.client.get_workflow_handle_for(TopUpWorkflow.run, top_up["workflow_id"])
+        progress = await asyncio.wait_for(handle.result(), 90)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.returncode is None:
+                await kill(proc)
+    await draining
+    assert progress.status == "refunded"
+    done = await stack.topups.get(uuid.UUID(top_up["id"]))
+    assert done.status == "refunded" and done.credit_transaction_id is None
+    refunds = await stack.gateway.client.v1.refunds.list_async(params={"payment_intent": top_up["payment_intent_id"]})
+    assert [r.amount for r in refunds.data] == [950_000]  # once
+    assert await stack.balance(customer) == 0
+

@@ -11,9 +11,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import unique_code
-from tests.settlement.helpers import events_with_key, ledger_at
+from tests.settlement.helpers import events_with_key, insert_event, ledger_at
 from walletflow.errors import WalletFrozen
 from walletflow.ledger.service import Ledger
+from walletflow.risk.usage import UsageThresholds
 from walletflow.settlement.periods import Period
 from walletflow.settlement.scoring import (
     AssetUsage,
@@ -21,6 +22,8 @@ from walletflow.settlement.scoring import (
     SpikeRules,
     apply_decisions,
     collect_usage,
+    combine,
+    risk_flags,
     usage_reviews,
 )
 
@@ -96,3 +99,33 @@ async def test_a_spiking_wallet_is_frozen_once_and_a_steady_one_is_not(engine: A
     await ledger.unfreeze(leaked)
     await apply_decisions(engine, ledger, day, usage, decisions, now)
     assert (await ledger.get_customer(leaked)).status == "active"
+
+
+async def test_the_risk_usage_scorer_freezes_what_the_spend_rules_miss(engine: AsyncEngine) -> None:
+    """A spike under the rules' floor (10,000) but 60x the customer's own hourly baseline, on
+    events: the risk module's scorer flags it and settlement freezes the wallet."""
+    hour = Period(dt.datetime(2017, 1, 1, tzinfo=dt.UTC) + dt.timedelta(hours=random.randrange(365 * 24)), "hour")
+    usd = unique_code("U")
+    setup = ledger_at(engine, hour.start - dt.timedelta(days=11))
+    await setup.create_asset(usd, "Test dollars", 2, "fiat")
+    customer = (await setup.create_customer(f"spiky-{uuid.uuid4().hex}")).id
+    await setup.credit(customer, usd, 1_000_000, f"fund-{customer}")
+    for n in range(120):  # ten days of one 100-cent call every two hours
+        await insert_event(engine, customer, usd, 100, hour.start - dt.timedelta(hours=2 * n + 2))
+    at = hour.start + dt.timedelta(minutes=20)
+    await ledger_at(engine, at).debit(customer, usd, 3_000, f"u-{customer}-spike")  # 30 calls in the hour
+    for _ in range(30):
+        await insert_event(engine, customer, usd, 100, at)
+
+    usage = [u for u in await collect_usage(engine, hour, 7) if u.customer_id == customer]
+    rules = SpikeRules(factor=10, min_amount=10_000).score_usage(usage)
+    assert [d.action for d in rules] == ["ok"]  # under the rules' floor
+    flagged = await risk_flags(engine, hour, usage, UsageThresholds(review_ratio=5, reject_ratio=20, min_spend=1_000))
+    decisions = combine(rules, flagged)
+    assert [d.action for d in decisions] == ["freeze"] and decisions[0].score == 100
+    assert any("60.0x the baseline" in reason for reason in decisions[0].reasons), decisions[0].reasons
+
+    ledger = Ledger(engine)
+    flags = await apply_decisions(engine, ledger, hour, usage, decisions, dt.datetime.now(dt.UTC))
+    assert [(f.customer_id, f.action) for f in flags] == [(str(customer), "frozen")]
+    assert (await ledger.get_customer(customer)).status == "frozen"

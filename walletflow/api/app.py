@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
@@ -20,6 +21,7 @@ from walletflow.api.routers import (
     customers,
     events,
     migrations,
+    portal,
     recharge,
     refunds,
     reports,
@@ -31,6 +33,7 @@ from walletflow.catalog.service import Catalog
 from walletflow.db.engine import create_engine, dispose
 from walletflow.errors import ValidationError
 from walletflow.ledger.service import Ledger
+from walletflow.observability.http import RequestMetrics, metrics_endpoint
 from walletflow.payments.refunds import Refunds
 from walletflow.payments.service import TopUps
 from walletflow.settings import Settings, get_settings
@@ -81,9 +84,17 @@ def create_app(
     app.state.temporal_lock = asyncio.Lock()
     problems.install(app)
     routers = (assets.router, customers.router, catalog.router, events.router, authorizations.router, reports.router,
-               topups.router, refunds.router, webhook_endpoints.router, recharge.router, migrations.router)
+               topups.router, refunds.router, webhook_endpoints.router, portal.api,
+               recharge.router, migrations.router)
     for router in routers:
         app.include_router(router, prefix="/v1")
+    app.include_router(portal.pages)  # the billing portal: /portal/{signed token}
+    app.mount("/portal-static", StaticFiles(directory=portal.STATIC_DIR), name="portal-static")
+
+    # Observability: latency of every request by route template, and Prometheus' /metrics.
+    app.add_middleware(RequestMetrics)
+    if services.settings.metrics_enabled:
+        app.get("/metrics", include_in_schema=False)(metrics_endpoint)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from walletflow.errors import WalletflowError
+from walletflow.payments.stripe_gateway import TRANSIENT_STRIPE_ERRORS
 
 log = logging.getLogger(__name__)
 PROBLEM_BASE = "https://walletflow.dev/problems/"
@@ -80,6 +81,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, TRANSIENT_STRIPE_ERRORS):
+            log.warning("Stripe unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+            response = problem(503, "stripe_unavailable", "Stripe unavailable",
+                               "Stripe did not answer; send the same request again (same idempotency key)")
+            response.headers["Retry-After"] = "2"
+            return response
         if database_unavailable(exc):
             # Nothing was committed (a transaction either commits or is gone): the same request
             # again is safe, and its idempotency key makes it so even if it was.

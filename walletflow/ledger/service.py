@@ -65,6 +65,7 @@ from walletflow.ledger.schemas import (
     HoldInfo,
     Posting,
 )
+from walletflow.observability.metrics import DEBITS, HOLDS
 
 T = TypeVar("T")
 
@@ -418,9 +419,9 @@ class Ledger:
             counter=counter, metadata=metadata,
         )
         if self._server_side and also is None:
-            return await self._debit_server_side(
+            return _counted_debit(kind, await self._debit_server_side(
                 customer_id, asset, amount, idempotency_key, digest, kind, counter, metadata
-            )
+            ))
 
         async def work(conn: AsyncConnection) -> Posting:
             now = self.clock()
@@ -443,7 +444,7 @@ class Ledger:
                 await also(conn, posting)
             return posting
 
-        return await self._run(work)
+        return _counted_debit(kind, await self._run(work))
 
     async def claw_back(
         self,
@@ -571,6 +572,27 @@ class Ledger:
         metadata: dict[str, Any] | None = None,
     ) -> HoldInfo:
         """Reserve ``amount`` before the work runs; settle it later with capture or void."""
+        try:
+            hold = await self._authorize(
+                customer_id, asset, amount, idempotency_key, expires_in_s=expires_in_s, metadata=metadata
+            )
+        except (InsufficientFunds, WalletFrozen) as exc:
+            HOLDS.labels(exc.code).inc()
+            raise
+        if not hold.replayed:
+            HOLDS.labels("authorized").inc()
+        return hold
+
+    async def _authorize(
+        self,
+        customer_id: uuid.UUID,
+        asset: str,
+        amount: int,
+        idempotency_key: str,
+        *,
+        expires_in_s: int | None,
+        metadata: dict[str, Any] | None,
+    ) -> HoldInfo:
         check_amount(amount)
         check_key(idempotency_key)
         ttl_s = DEFAULT_HOLD_TTL_S if expires_in_s is None else expires_in_s
@@ -707,7 +729,12 @@ class Ledger:
 
         result = await self._run(work)
         if isinstance(result, HoldNotPending):
+            HOLDS.labels("expired").inc()
             raise result  # raised after commit, so the expiry we found is kept
+        if not result.replayed:
+            HOLDS.labels("captured").inc()
+            if amount:
+                DEBITS.labels("capture").inc()
         return result
 
     async def void(self, hold_id: uuid.UUID) -> HoldInfo:
@@ -723,7 +750,10 @@ class Ledger:
             await repo.change_balance(conn, hold.account_id, 0, -hold.amount)
             return hold_info(await repo.get_hold(conn, hold_id))
 
-        return await self._run(work)
+        hold = await self._run(work)
+        if not hold.replayed:
+            HOLDS.labels("voided").inc()
+        return hold
 
     async def _pending_hold_locked(self, conn: AsyncConnection, hold_id: uuid.UUID) -> Row[Any]:
         """Lock the hold's account, then read the hold fresh (lock order: account, then hold)."""
@@ -748,6 +778,7 @@ class Ledger:
                 return True
 
             expired += await self._run(work)
+        HOLDS.labels("expired").inc(expired)
         return expired
 
     # --- grant expiry -------------------------------------------------------------------------
@@ -846,6 +877,12 @@ def customer_info(row: Row[Any]) -> CustomerInfo:
 
 def _balance(row: Row[Any]) -> Balance:
     return Balance(row.id, row.asset, row.posted, row.held, row.overdraft_limit)
+
+
+def _counted_debit(kind: str, posting: Posting) -> Posting:
+    if not posting.replayed:
+        DEBITS.labels(kind).inc()
+    return posting
 
 
 def hold_info(row: Row[Any], replayed: bool = False) -> HoldInfo:

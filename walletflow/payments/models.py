@@ -61,6 +61,12 @@ class TopUp(Base):
     risk_score: Mapped[int | None] = mapped_column(Integer)
     risk_decision: Mapped[str | None] = mapped_column(String(16))  # approve | review | reject
     risk_reasons: Mapped[list[Any] | None] = mapped_column(Json)
+    #: What the decision was made on: ``{"features": {...}, "explanations": [...], "model_version"}``
+    #: (walletflow/risk/features.py), for the review queue and for training on real outcomes.
+    risk_features: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    #: Stripe's fingerprint of the card that paid (same card number, same fingerprint), recorded
+    #: when the payment is scored; tells when one card pays for several customers.
+    card_fingerprint: Mapped[str | None] = mapped_column(String(64))
     #: Why the top-up failed or was refunded (machine code), if it did.
     reason: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -77,6 +83,7 @@ class TopUp(Base):
         ),
         Index("ix_top_ups_status_created", "status", "created_at"),
         Index("ix_top_ups_customer_created", "customer_id", "created_at"),
+        Index("ix_top_ups_card_fingerprint", "card_fingerprint"),
     )
 
 

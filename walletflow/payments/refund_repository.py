@@ -10,6 +10,7 @@ from sqlalchemy import Row, Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from walletflow.ledger.repository import _insert_ignore
+from walletflow.observability.metrics import REFUNDS
 from walletflow.payments.models import TopUpDispute, TopUpRefund
 
 refunds = cast(Table, TopUpRefund.__table__)
@@ -35,6 +36,7 @@ async def committed_amount(conn: AsyncConnection, top_up_id: uuid.UUID) -> int:
 
 async def insert(conn: AsyncConnection, values: dict[str, Any]) -> None:
     await conn.execute(refunds.insert().values(**values))
+    REFUNDS.labels("requested").inc()
 
 
 async def mark_succeeded(conn: AsyncConnection, refund_id: uuid.UUID, stripe_refund_id: str, now: dt.datetime) -> bool:
@@ -43,6 +45,8 @@ async def mark_succeeded(conn: AsyncConnection, refund_id: uuid.UUID, stripe_ref
         .where(refunds.c.id == refund_id, refunds.c.status == "pending")
         .values(status="succeeded", stripe_refund_id=stripe_refund_id, updated_at=now)
     )
+    if result.rowcount == 1:
+        REFUNDS.labels("succeeded").inc()
     return result.rowcount == 1
 
 
@@ -54,6 +58,8 @@ async def mark_failed(
         .where(refunds.c.id == refund_id, refunds.c.status == "pending")
         .values(status="failed", reversal_transaction_id=reversal_tx, failure_reason=reason[:255], updated_at=now)
     )
+    if result.rowcount == 1:
+        REFUNDS.labels("failed").inc()
     return result.rowcount == 1
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from walletflow.ledger.repository import _insert_ignore
 from walletflow.ledger.repository import customers as _customers
+from walletflow.observability.metrics import TOPUPS
 from walletflow.payments.models import StripeEvent, TopUp
 
 top_ups = cast(Table, TopUp.__table__)
@@ -23,7 +24,7 @@ customers_table = cast(Table, _customers)
 async def insert_top_up(conn: AsyncConnection, values: dict[str, Any]) -> bool:
     """Insert unless the idempotency key is taken; True if this call inserted it."""
     result = await conn.execute(_insert_ignore(conn, top_ups).values(**values))
-    return result.rowcount == 1
+    return _counted(result.rowcount == 1, str(values.get("status", "initiated")))
 
 
 async def get(conn: AsyncConnection, top_up_id: uuid.UUID) -> Row[Any] | None:
@@ -69,7 +70,7 @@ async def transition(
         .where(top_ups.c.id == top_up_id, top_ups.c.status.in_(list(allowed_from)))
         .values(status=to, updated_at=now, **values)
     )
-    return result.rowcount == 1
+    return _counted(result.rowcount == 1, to)
 
 
 async def get_by_checkout_session(conn: AsyncConnection, session_id: str) -> Row[Any] | None:
@@ -115,7 +116,7 @@ async def mark_credited(conn: AsyncConnection, top_up_id: uuid.UUID, tx_id: uuid
         )
         .values(status="succeeded", credit_transaction_id=tx_id, reason=None, updated_at=now)
     )
-    return result.rowcount == 1
+    return _counted(result.rowcount == 1, "succeeded")
 
 
 async def claim_refund(conn: AsyncConnection, top_up_id: uuid.UUID, reason: str, now: dt.datetime) -> bool:
@@ -133,11 +134,20 @@ async def claim_refund(conn: AsyncConnection, top_up_id: uuid.UUID, reason: str,
 
 
 async def set_refunded(conn: AsyncConnection, top_up_id: uuid.UUID, refund_id: str, now: dt.datetime) -> None:
-    await conn.execute(
+    result = await conn.execute(
         update(top_ups)
-        .where(top_ups.c.id == top_up_id, top_ups.c.refund_requested_at.is_not(None))
+        .where(top_ups.c.id == top_up_id, top_ups.c.refund_requested_at.is_not(None),
+               top_ups.c.status != "refunded")
         .values(status="refunded", stripe_refund_id=refund_id, updated_at=now)
     )
+    _counted(result.rowcount == 1, "refunded")
+
+
+def _counted(moved: bool, status: str) -> bool:
+    """Count a top-up entering ``status`` (metrics), when this write moved it."""
+    if moved:
+        TOPUPS.labels(status).inc()
+    return moved
 
 
 async def history_counts(

@@ -7,9 +7,11 @@ Stripe's own records by metadata) before creating anything.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import stripe
 from stripe._base_address import BaseAddresses
@@ -24,6 +26,8 @@ TOP_UP_METADATA_KEY = "walletflow_top_up_id"
 REFUND_METADATA_KEY = "walletflow_refund_id"
 #: Bound on how many PaymentIntents of one customer we page through looking for a lost one.
 MAX_LOOKUP = 1000
+
+T = TypeVar("T")
 
 PaymentState = Literal["pending", "succeeded", "failed", "canceled"]
 
@@ -81,13 +85,20 @@ class RefundInfo:
 class StripeGateway:
     """Stripe calls used by top-ups. Every method is one or a few HTTP calls; no state."""
 
-    def __init__(self, api_key: str, api_base: str | None = None, max_network_retries: int = 2) -> None:
+    def __init__(
+        self, api_key: str, api_base: str | None = None, max_network_retries: int = 2, timeout_s: float = 30.0
+    ) -> None:
         base: BaseAddresses | None = {"api": api_base} if api_base else None
-        self.client = stripe.StripeClient(api_key, base_addresses=base, max_network_retries=max_network_retries)
+        # A call that hangs is abandoned after ``timeout_s`` (the SDK's own default is 80 s) and
+        # retried: every create here is looked up before it is made again.
+        http = stripe.RequestsClient(timeout=timeout_s, async_fallback_client=stripe.HTTPXClient(timeout=timeout_s))
+        self.client = stripe.StripeClient(
+            api_key, base_addresses=base, max_network_retries=max_network_retries, http_client=http
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StripeGateway:
-        return cls(settings.stripe_api_key, settings.stripe_api_base)
+        return cls(settings.stripe_api_key, settings.stripe_api_base, timeout_s=settings.stripe_timeout_s)
 
     async def create_customer(self, walletflow_customer_id: str, idempotency_key: str) -> str:
         customer = await self.client.v1.customers.create_async(
@@ -180,10 +191,13 @@ class StripeGateway:
         """What the payer needs, read from Stripe at the moment it is handed out (never stored,
         logged or put in workflow history): the PaymentIntent's client secret for Stripe.js, or
         the open Checkout Session's URL."""
-        secret = await self.client_secret_for(payment_intent_id) if payment_intent_id else None
-        url = None
+        # The payment exists already: a Stripe hiccup here must not fail the request, so these
+        # reads (safe to repeat) get a few more tries than the SDK's own.
+        secret = url = None
+        if payment_intent_id:
+            secret = await _read_with_retries(lambda: self.client_secret_for(payment_intent_id))
         if checkout_session_id:
-            session = await self.retrieve_checkout_session(checkout_session_id)
+            session = await _read_with_retries(lambda: self.retrieve_checkout_session(checkout_session_id))
             url = session.url if session.status == "open" else None
         return secret, url
 
@@ -205,6 +219,19 @@ class StripeGateway:
         except stripe.InvalidRequestError:
             # It changed under us (a payment went through at the last moment): report the truth.
             return await self.retrieve_payment_intent(payment_intent_id)
+
+    async def card_fingerprint(self, payment_intent_id: str) -> str | None:
+        """Stripe's fingerprint of the card that paid (the same card number always gives the
+        same fingerprint), or None if the payment was not made with a card."""
+        intent = (await self.client.v1.payment_intents.retrieve_async(payment_intent_id)).to_dict()
+        method_id = intent.get("payment_method")
+        if isinstance(method_id, dict):
+            method_id = method_id.get("id")
+        if not isinstance(method_id, str):
+            return None
+        method = (await self.client.v1.payment_methods.retrieve_async(method_id)).to_dict()
+        fingerprint = (method.get("card") or {}).get("fingerprint")
+        return fingerprint if isinstance(fingerprint, str) else None
 
     async def find_refund(self, payment_intent_id: str) -> RefundInfo | None:
         page = await self.client.v1.refunds.list_async(params={"payment_intent": payment_intent_id, "limit": 100})
@@ -236,6 +263,21 @@ class StripeGateway:
             options={"idempotency_key": idempotency_key},
         )
         return RefundInfo(refund.id, refund.status or "pending", refund.amount)
+
+
+#: Stripe errors worth another try: the request may simply not have got through.
+TRANSIENT_STRIPE_ERRORS = (stripe.RateLimitError, stripe.APIConnectionError, stripe.APIError)
+
+
+async def _read_with_retries(read: Callable[[], Awaitable[T]], attempts: int = 4) -> T:
+    for attempt in range(1, attempts + 1):
+        try:
+            return await read()
+        except TRANSIENT_STRIPE_ERRORS:
+            if attempt == attempts:
+                raise
+            await asyncio.sleep(0.25 * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
 
 
 def _checkout_info(session: Any) -> CheckoutInfo:

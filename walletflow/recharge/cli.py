@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 import json
@@ -12,6 +11,8 @@ import uuid
 from typing import Any
 
 import typer
+
+from walletflow.cli_support import run_business
 
 recharge_app = typer.Typer(help="Auto-recharge policies (one AutoRechargeWorkflow per wallet).", no_args_is_help=True)
 
@@ -115,9 +116,8 @@ def recharge_sweep(limit: int = typer.Option(1000, help="At most this many walle
 
 
 def _run(work: Any) -> Any:
-    """Run ``work(engine)``; a typed business error becomes a clear message and exit code 1."""
+    """Run ``work(engine)`` on a fresh engine; typed business errors as in every command."""
     from walletflow.db.engine import create_engine, dispose
-    from walletflow.errors import WalletflowError
 
     async def main() -> Any:
         engine = create_engine()
@@ -126,14 +126,7 @@ def _run(work: Any) -> Any:
         finally:
             await dispose(engine)
 
-    try:
-        return asyncio.run(main())
-    except WalletflowError as exc:
-        typer.echo(f"error: {exc.code}: {exc.detail}", err=True)
-        raise typer.Exit(1) from exc
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    return run_business(main)
 
 
 def _json(policy: Any) -> dict[str, Any]:

@@ -26,6 +26,28 @@ class RiskFeatures:
     started_last_hour: int
     #: Top-ups of this customer that failed (declined, abandoned) in the last 24 hours.
     failed_last_24h: int
+    # The fields below feed the model (walletflow/risk/features.py documents each one); their
+    # defaults describe "nothing known", so older callers keep working.
+    #: Median of the earlier paid top-ups (last 100), same currency; 0 without history.
+    median_succeeded_amount: int = 0
+    #: Top-ups this customer started in the last 24 hours, this one excluded.
+    started_last_24h: int = 0
+    #: Hours since the customer was created.
+    account_age_h: float = 0.0
+    #: Other customers who paid a top-up with the same card (Stripe card fingerprint).
+    card_customers: int = 0
+    #: Earlier top-ups of this customer that were refunded (in full or in part).
+    refunds: int = 0
+    #: Disputes (chargebacks) on this customer's top-ups so far.
+    disputes: int = 0
+    #: Usage spend (ledger debits of usage and captures) in the last 24 hours, minor units.
+    spend_24h: int = 0
+    #: Average daily usage spend over the 30 days before that, minor units.
+    spend_daily_baseline: int = 0
+    #: Usage spend divided by paid top-ups, both over the last 90 days (0 without top-ups).
+    usage_to_topup: float = 0.0
+    #: Hour of day (UTC, 0-23) when the payment was scored.
+    hour_of_day: int = 12
 
 
 @dataclass(frozen=True)
@@ -46,6 +68,12 @@ class RiskResult:
     decision: Decision
     #: Machine codes of the rules that fired, most severe first.
     reasons: list[str] = field(default_factory=list)
+    #: One human-readable sentence per reason, for the operator (same order).
+    explanations: list[str] = field(default_factory=list)
+    #: The feature values the decision was made on (stored with the decision).
+    features: dict[str, float] = field(default_factory=dict)
+    #: The model artifact version behind the score (None: rules only).
+    model_version: str | None = None
 
 
 class Scorer(Protocol):
@@ -60,21 +88,26 @@ class RulesScorer:
 
     def score(self, features: RiskFeatures) -> RiskResult:
         t = self.thresholds
-        fired: list[tuple[int, str]] = []
-        if features.amount >= t.reject_amount:
-            fired.append((100, "amount_over_reject_limit"))
-        elif features.amount >= t.review_amount:
-            fired.append((50, "amount_over_review_limit"))
+        f = features
+        fired: list[tuple[int, str, str]] = []
+        if f.amount >= t.reject_amount:
+            fired.append((100, "amount_over_reject_limit", f"amount {f.amount} is at or over the reject limit {t.reject_amount}"))
+        elif f.amount >= t.review_amount:
+            fired.append((50, "amount_over_review_limit", f"amount {f.amount} is at or over the review limit {t.review_amount}"))
         # A first top-up has no history to compare with; the absolute limits above cover it.
-        if features.succeeded_count and features.amount > t.history_multiple * features.largest_succeeded_amount:
-            fired.append((40, "amount_far_above_history"))
-        if features.started_last_hour >= t.max_topups_per_hour:
-            fired.append((40, "topup_velocity"))
-        if features.failed_last_24h >= t.max_failed_24h:
-            fired.append((40, "recent_failed_attempts"))
+        if f.succeeded_count and f.amount > t.history_multiple * f.largest_succeeded_amount:
+            fired.append((40, "amount_far_above_history",
+                          f"amount {f.amount} is over {t.history_multiple}x the largest paid top-up ({f.largest_succeeded_amount})"))
+        if f.started_last_hour >= t.max_topups_per_hour:
+            fired.append((40, "topup_velocity", f"{f.started_last_hour} other top-ups started in the last hour (limit {t.max_topups_per_hour})"))
+        if f.failed_last_24h >= t.max_failed_24h:
+            fired.append((40, "recent_failed_attempts", f"{f.failed_last_24h} failed top-ups in the last 24 hours (limit {t.max_failed_24h})"))
         fired.sort(key=lambda item: -item[0])
-        total = min(100, sum(weight for weight, _ in fired))
-        decision: Decision = (
-            "reject" if total >= t.reject_score else "review" if total >= t.review_score else "approve"
+        total = min(100, sum(weight for weight, _, _ in fired))
+        return RiskResult(
+            total, self.decide(total), [reason for _, reason, _ in fired], [text for _, _, text in fired]
         )
-        return RiskResult(total, decision, [reason for _, reason in fired])
+
+    def decide(self, score: int) -> Decision:
+        t = self.thresholds
+        return "reject" if score >= t.reject_score else "review" if score >= t.review_score else "approve"

@@ -7,7 +7,9 @@ The step is three separate parts so the scorer can be swapped without touching t
 1. :func:`collect_usage` reads per-customer usage from the ledger (the period's spend per asset
    and a trailing baseline);
 2. a :class:`UsageScorer` (``score_usage(usage) -> decisions``) decides; :class:`SpikeRules` is
-   the rules check used today, a trained model can implement the same protocol;
+   the ledger-spend rules check, and :func:`risk_flags` adds the risk module's usage scorer
+   (``walletflow.risk.usage``: usage events against the customer's own baseline); either can
+   freeze (:func:`combine`);
 3. :func:`apply_decisions` freezes the flagged wallets (``Ledger.freeze``), records a
    :class:`~walletflow.settlement.models.UsageReview` and emits ``wallet.frozen`` and
    ``review.required``, once per customer and period however often it runs.
@@ -18,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol, cast
 
 from sqlalchemy import Table, and_, func, select, update
@@ -28,6 +30,7 @@ from walletflow.db.engine import in_transaction
 from walletflow.ledger import repository as ledger_repo
 from walletflow.ledger.repository import _insert_ignore
 from walletflow.ledger.service import Ledger
+from walletflow.risk.usage import UsageThresholds, score_usage, usage_features
 from walletflow.settlement.contracts import UsageFlag
 from walletflow.settlement.models import UsageReview
 from walletflow.settlement.periods import Period
@@ -113,6 +116,41 @@ class SpikeRules:
         if usage.baseline_total <= 0:
             return 100 if usage.spend >= self.min_amount else 0
         return min(100, 50 * usage.spend * usage.baseline_periods // (self.factor * usage.baseline_total))
+
+
+async def risk_flags(
+    engine: AsyncEngine, period: Period, usage: Sequence[CustomerUsage], thresholds: UsageThresholds
+) -> dict[uuid.UUID, UsageDecision]:
+    """The risk module's usage scorer (``walletflow.risk.usage``: the period's usage events
+    against the customer's own trailing baseline, event rate, never-used models, repeated
+    top-ups) for every customer who spent in the period; the ones it flags (review or reject).
+
+    One read per (customer, asset) that spent in the period: settlement runs once a period."""
+    flagged: dict[uuid.UUID, UsageDecision] = {}
+    async with engine.connect() as conn:
+        for customer in usage:
+            for asset in customer.assets:
+                features = await usage_features(conn, customer.customer_id, asset.asset, period.start, period.end)
+                result = score_usage(features, thresholds)
+                prior = flagged.get(customer.customer_id)
+                if result.decision != "approve" and (prior is None or result.score > prior.score):
+                    reasons = tuple(f"{asset.asset}: {why}" for why in result.explanations)
+                    flagged[customer.customer_id] = UsageDecision(customer.customer_id, "freeze", result.score, reasons)
+    return flagged
+
+
+def combine(decisions: Sequence[UsageDecision], flagged: dict[uuid.UUID, UsageDecision]) -> list[UsageDecision]:
+    """Freeze when either scorer says so; keep every reason and the higher score."""
+    combined = []
+    for decision in decisions:
+        risk = flagged.get(decision.customer_id)
+        if risk is None:
+            combined.append(decision)
+        elif decision.action == "freeze":
+            combined.append(replace(decision, score=max(decision.score, risk.score), reasons=decision.reasons + risk.reasons))
+        else:
+            combined.append(risk)
+    return combined
 
 
 async def collect_usage(engine: AsyncEngine, period: Period, baseline_periods: int) -> list[CustomerUsage]:

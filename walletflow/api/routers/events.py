@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from walletflow.api.deps import ServicesDep, require
+from walletflow.observability import metrics
 from walletflow.usage.schemas import MAX_BATCH, EventIn, EventResult
 
 router = APIRouter(tags=["usage"])
@@ -27,4 +28,6 @@ class EventBatchOut(BaseModel):
 async def ingest(body: EventBatchIn, services: ServicesDep) -> EventBatchOut:
     """Record usage. The event `id` is its idempotency key forever: a retried batch debits
     nothing twice and reports the already stored events as `duplicate`."""
-    return EventBatchOut(results=await services.usage.ingest(body.events))
+    results = await services.usage.ingest(body.events)
+    metrics.count_ingested(results)
+    return EventBatchOut(results=results)

@@ -28,6 +28,7 @@ from walletflow.payments.stripe_gateway import StripeGateway
 from walletflow.payments.contracts import DisputeInput, PaymentSignal
 from walletflow.payments.schemas import TopUpInfo
 from walletflow.payments.stripe_gateway import TOP_UP_METADATA_KEY
+from walletflow.risk.topups import risk_details
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -65,6 +66,10 @@ class RiskOut(BaseModel):
     score: int
     decision: str
     reasons: list[Any]
+    #: Filled in the review queue: one sentence per finding, and the features behind them.
+    explanations: list[str] | None = None
+    features: dict[str, Any] | None = None
+    model_version: str | None = None
 
 
 class TopUpOut(BaseModel):
@@ -175,7 +180,15 @@ async def list_reviews(
     rows = await services.topups.list_in_review(limit + 1, after)
     page, more = rows[:limit], len(rows) > limit
     next_cursor = encode_cursor(page[-1].created_at.isoformat(), page[-1].id) if more else None
-    return TopUpPage(data=[TopUpOut.of(t) for t in page], next_cursor=next_cursor)
+    data = [TopUpOut.of(t) for t in page]
+    details = await risk_details(services.topups.engine, [t.id for t in page])
+    for out in data:
+        found = details.get(out.id)
+        if out.risk is not None and found:
+            out.risk.explanations = found.get("explanations")
+            out.risk.features = found.get("features")
+            out.risk.model_version = found.get("model_version")
+    return TopUpPage(data=data, next_cursor=next_cursor)
 
 
 @router.post("/reviews/{top_up_id}/approve", status_code=status.HTTP_202_ACCEPTED, dependencies=[require("admin")],

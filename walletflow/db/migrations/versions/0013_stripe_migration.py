@@ -1,7 +1,7 @@
 """Stripe-to-wallet migration: runs, per-customer items, customer, price and cut-over links.
 
 Revision ID: 0013
-Revises: 0015
+Revises: 0008
 Create Date: 2026-11-27 17:31:16.508144
 """
 
@@ -11,7 +11,7 @@ import walletflow.db.types
 from sqlalchemy.dialects import postgresql
 
 revision = '0013'
-down_revision = '0015'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 

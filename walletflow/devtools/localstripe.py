@@ -1,4 +1,4 @@
-"""localstripe with test-only extensions, each with Stripe's semantics: ``GET /v1/payment_intents?customer=``,
+"""localstripe (the fake Stripe of the tests and of ``walletflow dev``) with extensions, each with Stripe's semantics: ``GET /v1/payment_intents?customer=``,
 refunds refused beyond what is left of the charge, Checkout Sessions (payment mode), standalone
 invoices (create, items attached to a draft, finalize), and an in-memory store.
 
@@ -6,14 +6,18 @@ Real Stripe filters PaymentIntents by customer; localstripe 1.15 answers 400 "Un
 customer". The gateway relies on the filter to find a PaymentIntent an interrupted attempt
 created, so the tests add it here, with Stripe's semantics, instead of weakening the gateway.
 
-Run as ``python -m tests.localstripe_server --port N --from-scratch``. Stock
+Run as ``python -m walletflow.devtools.localstripe --port N [--store FILE]``. Stock
 localstripe pickles its whole store to the fixed path ``/tmp/localstripe.pickle`` on every
 write: two servers would overwrite each other's store, and each call slows down as the store
-grows. The tests never restart it, so the store is kept in memory only.
+grows. The tests never restart it, so the store is kept in memory only; ``walletflow dev``
+keeps it in its own file (``--store``) so customers and payments survive a restart.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import pickle
 from typing import Any
 
 from localstripe import resources
@@ -123,8 +127,24 @@ def _finalize_invoice(id: str, auto_advance: Any = None) -> Any:
 resources.Invoice._api_create = classmethod(_create_invoice)  # type: ignore[method-assign,assignment]
 resources.InvoiceItem.__init__ = _init_item  # type: ignore[method-assign]
 resources.extra_apis.append(("POST", "/v1/invoices/{id}/finalize", _finalize_invoice))
-resources.Store.try_load_from_disk = lambda self: None  # type: ignore[method-assign]
-resources.Store.dump_to_disk = lambda self: None  # type: ignore[method-assign]
+STORE_PATH: str | None = None  # set by main(): where this server keeps its store, if anywhere
+
+
+def _load_store(self: Any) -> None:
+    if STORE_PATH is not None and os.path.exists(STORE_PATH):
+        with open(STORE_PATH, "rb") as f:
+            self.update(pickle.load(f))
+
+
+def _dump_store(self: Any) -> None:
+    if STORE_PATH is not None:  # write aside, then rename: a crash never leaves half a store
+        with open(STORE_PATH + ".tmp", "wb") as f:
+            pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(STORE_PATH + ".tmp", STORE_PATH)
+
+
+resources.Store.try_load_from_disk = _load_store  # type: ignore[method-assign]
+resources.Store.dump_to_disk = _dump_store  # type: ignore[method-assign]
 
 
 
@@ -490,8 +510,93 @@ resources.extra_apis.extend([
     ("GET", "/v1/customers/{id}/balance_transactions", CustomerBalanceTransaction._api_list_for),
 ])
 
+
+# --- Stripe.js confirming a PaymentIntent in the browser ----------------------------------------
+# Stripe.js ``confirmCardPayment(clientSecret, {payment_method: {card: element}})`` posts the card
+# to ``/v1/payment_intents/{id}/confirm`` with the *publishable* key and the client secret. The
+# test Stripe.js of localstripe 1.15 only does the 3-D Secure step of that call, and its server
+# answers 500 to a confirm that names a payment method and 401 to a publishable key there.
+# Stripe's semantics, added here: a confirm may carry ``payment_method_data`` (a new card) with
+# ``client_secret``, and is then allowed with a ``pk_`` key; the served Stripe.js sends it.
+
+
+def _confirm_in_browser(id: str, client_secret: Any = None, payment_method_data: Any = None,
+                        use_stripe_sdk: Any = None, return_url: Any = None, **kwargs: Any) -> Any:
+    if kwargs:
+        raise UserError(400, "Unexpected " + ", ".join(kwargs.keys()))
+    intent = resources.PaymentIntent._api_retrieve(id)
+    if client_secret is not None and client_secret != intent.client_secret:
+        raise UserError(401, "Unauthorized")
+    if payment_method_data is not None:
+        if not isinstance(payment_method_data, dict) or intent.status != "requires_payment_method":
+            raise UserError(400, "Bad request")
+        intent.payment_method = resources.PaymentMethod(**payment_method_data).id
+    return resources.PaymentIntent._api_confirm(id)
+
+
+BROWSER_CONFIRM_JS = """
+// walletflow tests: confirmCardPayment with a card Element confirms the PaymentIntent with the
+// card first (as Stripe.js does), then runs localstripe's own 3-D Secure step only if asked to.
+(function () {
+  const makeStripe = Stripe;
+  Stripe = (apiKey) => {
+    const stripe = makeStripe(apiKey);
+    const authenticate = stripe.confirmCardPayment;
+    stripe.confirmCardPayment = async (clientSecret, data) => {
+      const element = data && data.payment_method && data.payment_method.card;
+      if (!element || !element.value) return authenticate(clientSecret, data);
+      const pi = clientSecret.match(/^(pi_\\w+)_secret_/)[1];
+      const response = await fetch(`${LOCALSTRIPE_BASE_API}/v1/payment_intents/${pi}/confirm`, {
+        method: 'POST',
+        body: JSON.stringify({key: apiKey, client_secret: clientSecret,
+                              payment_method_data: {type: 'card', card: element.value.card}}),
+      });
+      const body = await response.json().catch(() => ({}));
+      if (response.status !== 200 || body.error) return {error: body.error || {message: 'declined'}};
+      if (body.status === 'requires_action') return authenticate(clientSecret, data);
+      if (body.status === 'succeeded' || body.status === 'processing' || body.status === 'requires_capture') {
+        return {paymentIntent: body};
+      }
+      return {error: (body.last_payment_error || {message: `payment_intent has status ${body.status}`})};
+    };
+    return stripe;
+  };
+})();
+"""
+
+
 # Imported after the patches: the server binds each route to the class method at import time.
-from localstripe.server import api_create, api_extra, api_list_all, api_retrieve, app, start  # noqa: E402
+from aiohttp import web
+from localstripe.server import (
+    api_create,
+    api_extra,
+    api_list_all,
+    api_retrieve,
+    app,
+    get_post_data,
+    json_response,
+    localstripe_js,
+)
+
+
+@web.middleware
+async def _browser_confirm(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Publishable-key confirms from Stripe.js, and the Stripe.js that sends them."""
+    if request.method == "GET" and request.path == "/js.stripe.com/v3/":
+        original = localstripe_js(request)
+        return web.Response(text=original.text + BROWSER_CONFIRM_JS, content_type="application/javascript")
+    parts = request.path.split("/")
+    if (request.method == "POST" and len(parts) == 5 and parts[1:3] == ["v1", "payment_intents"]
+            and parts[4] == "confirm" and "Authorization" not in request.headers):
+        data = await get_post_data(request, remove_auth=False) or {}
+        if not (isinstance(data.get("key"), str) and data["key"].startswith("pk_") and data.get("client_secret")):
+            raise UserError(401, "Unauthorized")
+        data.pop("key")
+        return json_response(_confirm_in_browser(parts[3], **data)._export())
+    return await handler(request)
+
+
+app.middlewares.insert(1, _browser_confirm)  # after the error middleware, before auth
 
 for _method, _url, _route in (
     ("POST", "/v1/checkout/sessions/{id}/expire", api_extra(CheckoutSession._api_expire, "")),
@@ -514,5 +619,23 @@ app.router.add_route("GET", "/_test/rate_limit", _rate_limit_config)
 app.router.add_route("POST", "/_test/rate_limit", _rate_limit_config)
 app.middlewares.insert(0, _rate_limit_middleware())
 
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve on ``--host`` (loopback by default, unlike stock localstripe's every interface)."""
+    global STORE_PATH
+    from aiohttp import web
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8420)
+    parser.add_argument("--store", default=None, help="keep the store in this file (default: memory only)")
+    parser.add_argument("--from-scratch", action="store_true", help="ignore a stored store")
+    args = parser.parse_args(argv)
+    STORE_PATH = args.store
+    if not args.from_scratch:
+        resources.store.try_load_from_disk()
+    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None)
+
+
 if __name__ == "__main__":
-    start()
+    main()
