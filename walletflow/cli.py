@@ -34,6 +34,10 @@ from walletflow.cli_schedules import schedules_app, settle_app  # noqa: E402
 
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(settle_app, name="settle")
+# Stripe-to-wallet migration lives in its own module.
+from walletflow.migration.cli import migrate_app  # noqa: E402
+
+app.add_typer(migrate_app, name="migrate")
 
 
 @app.command("mcp")

@@ -208,11 +208,31 @@ class Settings(BaseSettings):
     #: workers on one host never fight over a port; docker-compose.yml turns it on.
     worker_metrics_port: int = 0
 
+    # --- Stripe-to-wallet migration (`walletflow migrate stripe`) ------------------------------
+    #: Stripe requests per second the migration allows itself (token bucket, client side); the
+    #: sandbox allows 25. A 429 is retried with exponential backoff anyway.
+    migration_stripe_rps: float = 25.0
+    #: First wait after a 429, doubled on each further 429 of the same call (with jitter, max 30 s).
+    migration_rate_limit_backoff_s: float = 0.5
+    #: Stripe customers per page: one activity (heartbeating) per page.
+    migration_page_size: int = 100
+    #: Pages per workflow run before continue-as-new keeps the history bounded.
+    migration_pages_per_run: int = 20
+    #: The auto-recharge policy made from a customer's default payment method (minor units of the
+    #: customer's Stripe currency). Disabled unless the run asks for enabled policies.
+    migration_recharge_threshold: int = 500
+    migration_recharge_target: int = 2000
+    migration_recharge_daily_cap: int = 20_000
+    migration_recharge_monthly_cap: int = 100_000
+
     # --- fault injection (tests only; both empty/zero in production) ------------------------
     #: ``before_credit`` or ``after_credit``: the credit activity pauses there for
     #: ``crash_pause_s`` (heartbeating), so a crash test can kill the worker at that exact point.
     crash_pause_at: str = ""
     crash_pause_s: float = 0.0
+    #: Migration: pause (heartbeating) once this many customers of the run are done (mid-page),
+    #: so a crash test can kill the worker there. 0: never.
+    crash_migration_after: int = 0
 
 
 @lru_cache

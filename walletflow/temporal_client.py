@@ -27,11 +27,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from walletflow.migration.contracts import CutoverInput, MigrationInput, MigrationOutcome
+from walletflow.migration.service import MigrationInfo, Migrations
 from walletflow.payments.contracts import (
     DisputeInput,
     PaymentCreated,
-    RefundRef,
     PaymentSignal,
+    RefundRef,
     TopUpProgress,
     TopUpWorkflowInput,
 )
@@ -154,3 +156,39 @@ async def query_progress(client: Client, workflow_id: str) -> TopUpProgress | No
         return await client.get_workflow_handle(workflow_id).query(TopUpWorkflow.status)
     except RPCError:
         return None
+
+
+# --- Stripe-to-wallet migration ---------------------------------------------------------------
+
+
+def migration_workflow_id(migration_id: uuid.UUID | str) -> str:
+    return f"migration-stripe-{migration_id}"
+
+
+def cutover_workflow_id(migration_id: uuid.UUID | str) -> str:
+    return f"migration-stripe-{migration_id}-cutover"
+
+
+async def start_stripe_migration(
+    client: Client, migrations: Migrations, settings: Settings, *, dry_run: bool, enable_auto_recharge: bool = False
+) -> tuple[MigrationInfo, WorkflowHandle[Any, MigrationOutcome]]:
+    """Record a new migration run, then start ``migration-stripe-{id}`` for it."""
+    run = await migrations.create(dry_run=dry_run, enable_auto_recharge=enable_auto_recharge)
+    handle = await client.start_workflow(
+        "StripeMigrationWorkflow",
+        MigrationInput(migration_id=str(run.id), pages_per_run=settings.migration_pages_per_run),
+        id=migration_workflow_id(run.id), task_queue=settings.task_queue, result_type=MigrationOutcome,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    return run, handle
+
+
+async def start_stripe_cutover(client: Client, migrations: Migrations, settings: Settings, migration_id: uuid.UUID) -> str:
+    """Start (or join) the cut-over of a completed real run; refuses a dry or unfinished one."""
+    await migrations.check_cutover(migration_id)
+    handle = await client.start_workflow(
+        "StripeCutoverWorkflow", CutoverInput(migration_id=str(migration_id)),
+        id=cutover_workflow_id(migration_id), task_queue=settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    return handle.id

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.migration import MigrationActivities
 from activities.recharge import RechargeActivities
 from activities.refunds import RefundActivities
 from activities.settlement import SettlementActivities
@@ -31,6 +32,7 @@ from walletflow.temporal_client import connect, register_search_attributes
 from walletflow.webhooks.service import Webhooks
 from worker.metrics import ActivityMetrics, serve_metrics
 from workflows.grant_expiry import GrantExpiryWorkflow
+from workflows.migration import StripeCutoverWorkflow, StripeMigrationWorkflow
 from workflows.recharge import (
     AutoRechargeRelayWorkflow,
     AutoRechargeSweepWorkflow,
@@ -62,6 +64,7 @@ def build_worker(client: Client, engine: AsyncEngine, settings: Settings) -> Wor
     recharge_activities = RechargeActivities(client, Recharges(engine), top_ups, ledger, gateway, settings)
     # Scheduled runs: usage settlement and grant expiry (the usage scorer is settlement's hook).
     settlement_activities = SettlementActivities(engine, ledger, gateway, settings)
+    migration_activities = MigrationActivities(engine, settings)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -69,10 +72,11 @@ def build_worker(client: Client, engine: AsyncEngine, settings: Settings) -> Wor
             TopUpWorkflow, TopUpRefundWorkflow, DisputeWorkflow, PaymentsSweepWorkflow,
             WebhookDispatchWorkflow, WebhookDeliveryWorkflow, UsageSettlementWorkflow, GrantExpiryWorkflow,
             AutoRechargeWorkflow, AutoRechargeRelayWorkflow, AutoRechargeSweepWorkflow,
+            StripeMigrationWorkflow, StripeCutoverWorkflow,
         ],
         activities=[
             *top_up_activities.all(), *refund_activities.all(), *sweep_activities.all(), *webhook_activities.all(),
-            *settlement_activities.all(), *recharge_activities.all(),
+            *settlement_activities.all(), *recharge_activities.all(), *migration_activities.all(),
         ],
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.worker_sticky_timeout_s),
         interceptors=[ActivityMetrics()],

@@ -20,6 +20,7 @@ from walletflow.api.routers import (
     catalog,
     customers,
     events,
+    migrations,
     portal,
     recharge,
     refunds,
@@ -84,7 +85,7 @@ def create_app(
     problems.install(app)
     routers = (assets.router, customers.router, catalog.router, events.router, authorizations.router, reports.router,
                topups.router, refunds.router, webhook_endpoints.router, portal.api,
-               recharge.router)
+               recharge.router, migrations.router)
     for router in routers:
         app.include_router(router, prefix="/v1")
     app.include_router(portal.pages)  # the billing portal: /portal/{signed token}

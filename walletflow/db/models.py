@@ -8,3 +8,4 @@ import walletflow.recharge.models  # noqa: F401
 import walletflow.usage.models  # noqa: F401
 import walletflow.webhooks.models  # noqa: F401
 import walletflow.settlement.models  # noqa: F401
+import walletflow.migration.models  # noqa: F401

@@ -222,6 +222,295 @@ class CheckoutSession(resources.StripeObject):
         return session
 
 
+
+# --- Stripe-to-wallet migration (tests/migration) ------------------------------------------------
+# localstripe 1.15 lacks the customer credit balance (``customer.balance``, its balance
+# transactions), billing credit grants and their balance summary, billing meters and Prices (it
+# only has legacy Plans). Added here with Stripe's shapes and semantics, as far as the migration
+# reads them: a negative ``balance`` is credit the customer can spend; credit grants carry
+# ``amount.monetary``, ``category``, ``priority`` (0-100, default 50), ``effective_at``,
+# ``expires_at`` and ``voided_at``; a Price is also registered as a Plan with the same id so
+# subscriptions can use it (``items[0][plan]=price_...``). ``POST /_test/rate_limit`` makes the
+# next N API calls answer 429 as Stripe does when a client goes over its rate.
+
+_customer_currency = resources.Customer.currency
+
+
+def _currency(self: Any) -> Any:
+    # Stripe sets a customer's currency with its first balance transaction (or invoice); stock
+    # localstripe answers "eur" for everyone.
+    return getattr(self, "_balance_currency", None) or _customer_currency.fget(self)
+
+
+resources.Customer.currency = property(_currency)  # type: ignore[method-assign,assignment]
+resources.Customer.balance = property(lambda self: -self.account_balance)  # type: ignore[attr-defined]
+
+
+class CustomerBalanceTransaction(resources.StripeObject):
+    object = "customer_balance_transaction"
+    _id_prefix = "cbtxn_"
+
+    def __init__(self, customer: Any = None, amount: Any = None, currency: Any = None, description: Any = None,
+                 metadata: Any = None, type: str = "adjustment", **kwargs: Any) -> None:
+        if kwargs:
+            raise UserError(400, "Unexpected " + ", ".join(kwargs.keys()))
+        amount = resources.try_convert_to_int(amount)
+        try:
+            assert isinstance(amount, int) and amount != 0
+            assert isinstance(currency, str) and len(currency) == 3
+        except AssertionError:
+            raise UserError(400, "Bad request") from None
+        cus = resources.Customer._api_retrieve(customer)
+        existing = getattr(cus, "_balance_currency", None)
+        if existing and existing != currency.lower():
+            raise UserError(400, f"Customer currency is {existing}")
+        super().__init__()
+        cus._balance_currency = currency.lower()
+        self.customer = customer
+        self.amount = amount
+        self.currency = currency.lower()
+        self.description = description
+        self.metadata = metadata or {}
+        self.type = type
+        self.ending_balance = cus.balance + amount
+        cus.account_balance = -self.ending_balance
+
+    @classmethod
+    def _api_create_for(cls, id: str, **data: Any) -> Any:
+        return cls(customer=id, **data)
+
+    @classmethod
+    def _api_list_for(cls, id: str, limit: Any = None, starting_after: Any = None, **kwargs: Any) -> Any:
+        resources.Customer._api_retrieve(id)
+        listed = resources.List(f"/v1/customers/{id}/balance_transactions", limit=limit, starting_after=starting_after)
+        # Newest first, as Stripe lists them.
+        listed._list = [v for k, v in resources.store.items()
+                        if k.startswith(cls.object + ":") and v.customer == id][::-1]
+        return listed
+
+
+class BillingMeter(resources.StripeObject):
+    object = "billing.meter"
+    _id_prefix = "mtr_"
+
+    def __init__(self, display_name: Any = None, event_name: Any = None, default_aggregation: Any = None,
+                 customer_mapping: Any = None, value_settings: Any = None, event_time_window: Any = None,
+                 **kwargs: Any) -> None:
+        if kwargs:
+            raise UserError(400, "Unexpected " + ", ".join(kwargs.keys()))
+        try:
+            assert isinstance(display_name, str) and isinstance(event_name, str) and event_name
+            assert isinstance(default_aggregation, dict)
+            assert default_aggregation.get("formula") in ("sum", "count", "last")
+        except AssertionError:
+            raise UserError(400, "Bad request") from None
+        super().__init__()
+        self.display_name = display_name
+        self.event_name = event_name
+        self.default_aggregation = default_aggregation
+        self.customer_mapping = customer_mapping or {"event_payload_key": "stripe_customer_id", "type": "by_id"}
+        self.value_settings = value_settings or {"event_payload_key": "value"}
+        self.status = "active"
+
+
+class Price(resources.StripeObject):
+    """A Price (Stripe's current name for a Plan); a Plan with the same id backs subscriptions."""
+
+    object = "price"
+    _id_prefix = "price_"
+
+    def __init__(self, currency: Any = None, product: Any = None, product_data: Any = None, unit_amount: Any = None,
+                 unit_amount_decimal: Any = None, recurring: Any = None, billing_scheme: str = "per_unit",
+                 tiers: Any = None, tiers_mode: Any = None, transform_quantity: Any = None, nickname: Any = None,
+                 lookup_key: Any = None, metadata: Any = None, active: Any = True, **kwargs: Any) -> None:
+        if kwargs:
+            raise UserError(400, "Unexpected " + ", ".join(kwargs.keys()))
+        unit_amount = resources.try_convert_to_int(unit_amount)
+        try:
+            assert isinstance(currency, str) and len(currency) == 3
+            assert billing_scheme in ("per_unit", "tiered")
+            if billing_scheme == "tiered":
+                assert tiers_mode in ("graduated", "volume") and isinstance(tiers, list) and tiers
+            if recurring is not None:
+                assert recurring.get("interval") in ("day", "week", "month", "year")
+                assert recurring.get("usage_type", "licensed") in ("licensed", "metered")
+        except (AssertionError, AttributeError):
+            raise UserError(400, "Bad request") from None
+        if product is None:
+            product = resources.Product(name=(product_data or {}).get("name") or "product").id
+        else:
+            resources.Product._api_retrieve(product)
+        if recurring and recurring.get("meter"):
+            BillingMeter._api_retrieve(recurring["meter"])
+        super().__init__()
+        self.currency = currency.lower()
+        self.product = product
+        self.active = str(active).lower() != "false"
+        self.billing_scheme = billing_scheme
+        if unit_amount_decimal is None and unit_amount is not None:
+            unit_amount_decimal = str(unit_amount)
+        self.unit_amount = unit_amount
+        self.unit_amount_decimal = unit_amount_decimal
+        self.tiers_mode = tiers_mode
+        self.tiers = None
+        if tiers:
+            self.tiers = []
+            for t in tiers:
+                up_to = None if t.get("up_to") in (None, "inf") else int(t["up_to"])
+                unit = t.get("unit_amount_decimal") or (str(t["unit_amount"]) if t.get("unit_amount") is not None else None)
+                flat = resources.try_convert_to_int(t.get("flat_amount"))
+                self.tiers.append({"up_to": up_to, "unit_amount": resources.try_convert_to_int(t.get("unit_amount")),
+                                   "unit_amount_decimal": unit, "flat_amount": flat,
+                                   "flat_amount_decimal": str(flat) if flat is not None else None})
+        self.transform_quantity = transform_quantity
+        self.nickname = nickname
+        self.lookup_key = lookup_key
+        self.metadata = metadata or {}
+        self.type = "recurring" if recurring else "one_time"
+        self.recurring = None
+        if recurring:
+            self.recurring = {"interval": recurring["interval"],
+                              "interval_count": int(recurring.get("interval_count", 1)),
+                              "usage_type": recurring.get("usage_type", "licensed"),
+                              "meter": recurring.get("meter"), "aggregate_usage": None}
+            plan_tiers = None
+            if tiers:
+                plan_tiers = [{"up_to": "inf" if t["up_to"] is None else t["up_to"],
+                               "unit_amount": t["unit_amount"] or 0, "flat_amount": t["flat_amount"] or 0}
+                              for t in self.tiers or []]
+            resources.Plan(id=self.id, product=product, currency=self.currency, interval=recurring["interval"],
+                           usage_type=self.recurring["usage_type"], billing_scheme=billing_scheme,
+                           amount=int(float(unit_amount_decimal or 0)) if billing_scheme == "per_unit" else None,
+                           tiers=plan_tiers, tiers_mode=tiers_mode)
+
+
+class CreditGrant(resources.StripeObject):
+    object = "billing.credit_grant"
+    _id_prefix = "credgr_"
+
+    def __init__(self, customer: Any = None, amount: Any = None, applicability_config: Any = None,
+                 category: Any = None, effective_at: Any = None, expires_at: Any = None, name: Any = None,
+                 priority: Any = None, metadata: Any = None, **kwargs: Any) -> None:
+        if kwargs:
+            raise UserError(400, "Unexpected " + ", ".join(kwargs.keys()))
+        priority = 50 if priority is None else resources.try_convert_to_int(priority)
+        try:
+            assert isinstance(customer, str)
+            assert isinstance(amount, dict) and amount.get("type") == "monetary"
+            value = resources.try_convert_to_int(amount["monetary"]["value"])
+            assert isinstance(value, int) and value > 0
+            assert isinstance(amount["monetary"]["currency"], str)
+            assert category in ("paid", "promotional")
+            assert isinstance(priority, int) and 0 <= priority <= 100
+        except (AssertionError, KeyError, TypeError):
+            raise UserError(400, "Bad request") from None
+        resources.Customer._api_retrieve(customer)
+        super().__init__()
+        self.customer = customer
+        self.amount = {"type": "monetary", "monetary": {"value": value, "currency": amount["monetary"]["currency"].lower()}}
+        self.applicability_config = applicability_config or {"scope": {"price_type": "metered"}}
+        self.category = category
+        self.effective_at = resources.try_convert_to_int(effective_at) or self.created
+        self.expires_at = resources.try_convert_to_int(expires_at)
+        self.name = name
+        self.priority = priority
+        self.metadata = metadata or {}
+        self.voided_at = None
+        self._consumed = 0
+
+    @classmethod
+    def _api_list_all(cls, url: str, customer: Any = None, limit: Any = None, starting_after: Any = None,
+                      **kwargs: Any) -> Any:
+        listed = resources.StripeObject._api_list_all.__func__(cls, url, limit=limit, starting_after=starting_after, **kwargs)
+        if customer is not None:
+            listed._list = [g for g in listed._list if g.customer == customer]
+        return listed
+
+    @classmethod
+    def _api_void(cls, id: str, **kwargs: Any) -> Any:
+        grant = cls._api_retrieve(id)
+        grant.voided_at = grant.voided_at or int(resources.time.time())
+        return grant
+
+    @classmethod
+    def _api_consume(cls, id: str, amount: Any = None, **kwargs: Any) -> Any:
+        """Test-only: usage drew ``amount`` from the grant (Stripe does this on invoicing)."""
+        grant = cls._api_retrieve(id)
+        grant._consumed = min(grant.amount["monetary"]["value"], grant._consumed + int(amount))
+        return grant
+
+
+class CreditBalanceSummary(resources.StripeObject):
+    """``GET /v1/billing/credit_balance_summary``: what is left of a customer's grants."""
+
+    object = "billing.credit_balance_summary"
+
+    def __init__(self, customer: str, balances: list[dict[str, Any]]) -> None:
+        self.customer = customer
+        self.balances = balances
+        self.livemode = False
+
+    @classmethod
+    def _api_summary(cls, customer: Any = None, filter: Any = None, **kwargs: Any) -> Any:
+        if not isinstance(customer, str) or not isinstance(filter, dict) or kwargs:
+            raise UserError(400, "Bad request")
+        now = int(resources.time.time())
+        grants = [g for k, g in resources.store.items() if k.startswith("billing.credit_grant:") and g.customer == customer]
+        if filter.get("type") == "credit_grant":
+            grants = [g for g in grants if g.id == filter.get("credit_grant")]
+            if not grants:
+                raise UserError(404, "Not Found")
+        per_currency: dict[str, int] = {}
+        for g in grants:
+            live = g.voided_at is None and (g.expires_at is None or g.expires_at > now) and g.effective_at <= now
+            value = g.amount["monetary"]["value"] - g._consumed if live else 0
+            cur = g.amount["monetary"]["currency"]
+            per_currency[cur] = per_currency.get(cur, 0) + value
+        balances = [{"available_balance": {"type": "monetary", "monetary": {"currency": c, "value": v}},
+                     "ledger_balance": {"type": "monetary", "monetary": {"currency": c, "value": v}}}
+                    for c, v in sorted(per_currency.items())]
+        return cls(customer, balances)
+
+
+class _RateLimit:
+    remaining = 0
+    served = 0
+
+
+async def _rate_limit_config(request: Any) -> Any:
+    from aiohttp import web
+
+    if request.method == "POST":
+        _RateLimit.remaining = int((await request.json())["count"])
+        _RateLimit.served = 0
+    return web.json_response({"remaining": _RateLimit.remaining, "served": _RateLimit.served})
+
+
+def _rate_limit_middleware() -> Any:
+    from aiohttp import web
+
+    @web.middleware
+    async def middleware(request: Any, handler: Any) -> Any:
+        if _RateLimit.remaining > 0 and request.path.startswith("/v1/"):
+            _RateLimit.remaining -= 1
+            _RateLimit.served += 1
+            return web.json_response(
+                {"error": {"type": "invalid_request_error", "code": "rate_limit",
+                           "message": "Too many requests hit the API too quickly."}}, status=429)
+        return await handler(request)
+
+    return middleware
+
+
+resources.extra_apis.extend([
+    ("GET", "/v1/billing/credit_balance_summary", CreditBalanceSummary._api_summary),
+    ("POST", "/v1/billing/credit_grants/{id}/void", CreditGrant._api_void),
+    ("POST", "/_test/billing/credit_grants/{id}/consume", CreditGrant._api_consume),
+    ("POST", "/v1/customers/{id}/balance_transactions", CustomerBalanceTransaction._api_create_for),
+    ("GET", "/v1/customers/{id}/balance_transactions", CustomerBalanceTransaction._api_list_for),
+])
+
+
 # --- Stripe.js confirming a PaymentIntent in the browser ----------------------------------------
 # Stripe.js ``confirmCardPayment(clientSecret, {payment_method: {card: element}})`` posts the card
 # to ``/v1/payment_intents/{id}/confirm`` with the *publishable* key and the client secret. The
@@ -315,8 +604,20 @@ for _method, _url, _route in (
     ("POST", "/v1/checkout/sessions", api_create(CheckoutSession, "/v1/checkout/sessions")),
     ("GET", "/v1/checkout/sessions/{id}", api_retrieve(CheckoutSession, "")),
     ("GET", "/v1/checkout/sessions", api_list_all(CheckoutSession, "/v1/checkout/sessions")),
+    ("POST", "/v1/billing/meters", api_create(BillingMeter, "/v1/billing/meters")),
+    ("GET", "/v1/billing/meters/{id}", api_retrieve(BillingMeter, "")),
+    ("GET", "/v1/billing/meters", api_list_all(BillingMeter, "/v1/billing/meters")),
+    ("POST", "/v1/prices", api_create(Price, "/v1/prices")),
+    ("GET", "/v1/prices/{id}", api_retrieve(Price, "")),
+    ("GET", "/v1/prices", api_list_all(Price, "/v1/prices")),
+    ("POST", "/v1/billing/credit_grants", api_create(CreditGrant, "/v1/billing/credit_grants")),
+    ("GET", "/v1/billing/credit_grants/{id}", api_retrieve(CreditGrant, "")),
+    ("GET", "/v1/billing/credit_grants", api_list_all(CreditGrant, "/v1/billing/credit_grants")),
 ):
     app.router.add_route(_method, _url, _route)
+app.router.add_route("GET", "/_test/rate_limit", _rate_limit_config)
+app.router.add_route("POST", "/_test/rate_limit", _rate_limit_config)
+app.middlewares.insert(0, _rate_limit_middleware())
 
 
 def main(argv: list[str] | None = None) -> None:

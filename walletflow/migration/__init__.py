@@ -1,0 +1,1 @@
+"""Stripe-to-wallet migration: customers, credit balances and grants, metered prices, cut-over."""
