@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     topup_poll_interval_s: int = 60
     #: How long ``POST /v1/top-ups`` waits for the workflow to create the PaymentIntent.
     topup_create_wait_s: float = 20.0
+    #: How long one step of a top-up (a Stripe call, a database write) may take before Temporal
+    #: retries it (on another worker if this one died): the time a crash costs a top-up.
+    topup_call_timeout_s: int = 30
     #: PaymentsSweepWorkflow: a top-up still ``initiated`` (or a refund still ``pending``) this long
     #: after it was recorded has no running workflow (the API lost Temporal in between): start it.
     payments_sweep_grace_s: int = 120

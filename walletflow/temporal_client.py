@@ -80,6 +80,7 @@ async def start_top_up(client: Client, top_up: TopUpInfo, settings: Settings) ->
         top_up_id=str(top_up.id),
         customer_id=str(top_up.customer_id),
         payment_deadline_s=settings.topup_payment_deadline_s,
+        call_timeout_s=settings.topup_call_timeout_s,
         review_deadline_s=settings.topup_review_deadline_s,
         poll_interval_s=settings.topup_poll_interval_s,
     )

@@ -31,7 +31,6 @@ with workflow.unsafe.imports_passed_through():
     )
 
 #: Stripe and the database are retried with backoff; these bound the calls that may give up.
-_CALL_TIMEOUT = timedelta(seconds=30)
 _GIVE_UP = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=8)
 #: Refunds must eventually happen: retried without a limit (an operator sees the failing attempts).
 _NEVER_GIVE_UP = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5))
@@ -46,6 +45,9 @@ class TopUpWorkflow:
         self._wake = False
         self._review: bool | None = None
         self._top_up_id = ""
+        #: How long one call (a Stripe request, a database write) may take before it is retried
+        #: elsewhere: also how soon a worker's death is noticed mid-call.
+        self._call_timeout = timedelta(seconds=30)
 
     # --- messages -------------------------------------------------------------------------------
 
@@ -88,10 +90,11 @@ class TopUpWorkflow:
     @workflow.run
     async def run(self, params: TopUpWorkflowInput) -> TopUpProgress:
         self._top_up_id = params.top_up_id
+        self._call_timeout = timedelta(seconds=params.call_timeout_s)
         ref = TopUpRef(top_up_id=params.top_up_id)
         try:
             self._payment = await workflow.execute_activity_method(
-                TopUpActivities.create_payment, ref, retry_policy=_GIVE_UP, start_to_close_timeout=_CALL_TIMEOUT
+                TopUpActivities.create_payment, ref, retry_policy=_GIVE_UP, start_to_close_timeout=self._call_timeout
             )
         except ActivityError:
             self._payment_failed_to_start = True
@@ -129,7 +132,7 @@ class TopUpWorkflow:
             self._wake = False
             try:
                 check = await workflow.execute_activity_method(
-                    TopUpActivities.check_payment, ref, retry_policy=_GIVE_UP, start_to_close_timeout=_CALL_TIMEOUT
+                    TopUpActivities.check_payment, ref, retry_policy=_GIVE_UP, start_to_close_timeout=self._call_timeout
                 )
             except ActivityError:
                 workflow.logger.warning("could not check the payment; trying again at the next poll")
@@ -146,7 +149,7 @@ class TopUpWorkflow:
         # Declined, cancelled or out of time: cancel, so a late attempt cannot take money we ignore.
         # A payment that went through at the last moment is reported and then credited.
         final = await workflow.execute_activity_method(
-            TopUpActivities.cancel_payment, ref, retry_policy=_NEVER_GIVE_UP, start_to_close_timeout=_CALL_TIMEOUT
+            TopUpActivities.cancel_payment, ref, retry_policy=_NEVER_GIVE_UP, start_to_close_timeout=self._call_timeout
         )
         if final.state == "succeeded":
             return final
@@ -160,7 +163,7 @@ class TopUpWorkflow:
             await self._refund("amount_mismatch")
             return
         risk: RiskOutcome = await workflow.execute_activity_method(
-            TopUpActivities.score, ref, start_to_close_timeout=_CALL_TIMEOUT, retry_policy=_GIVE_UP
+            TopUpActivities.score, ref, start_to_close_timeout=self._call_timeout, retry_policy=_GIVE_UP
         )
         self._progress.risk = risk
         if risk.decision == "approve":
@@ -196,7 +199,7 @@ class TopUpWorkflow:
     async def _refund(self, reason: str) -> None:
         outcome: RefundOutcome = await workflow.execute_activity_method(
             TopUpActivities.refund, RefundRequest(top_up_id=self._top_up_id, reason=reason),
-            retry_policy=_NEVER_GIVE_UP, start_to_close_timeout=_CALL_TIMEOUT,
+            retry_policy=_NEVER_GIVE_UP, start_to_close_timeout=self._call_timeout,
         )
         self._progress.status = "refunded" if outcome.outcome == "refunded" else "succeeded"
         if outcome.outcome == "refunded":
@@ -205,7 +208,7 @@ class TopUpWorkflow:
     async def _mark(self, status: str, reason: str | None = None) -> None:
         await workflow.execute_activity_method(
             TopUpActivities.mark_status, MarkStatus(top_up_id=self._top_up_id, status=status, reason=reason),  # type: ignore[arg-type]
-            start_to_close_timeout=_CALL_TIMEOUT, retry_policy=_NEVER_GIVE_UP,
+            start_to_close_timeout=self._call_timeout, retry_policy=_NEVER_GIVE_UP,
         )
         self._progress.status = status
         if reason is not None:

@@ -11,7 +11,11 @@ import os
 import signal
 import sys
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,36 +75,61 @@ async def kill(proc: asyncio.subprocess.Process) -> None:
     await proc.wait()
 
 
+@dataclass
+class CrashRun:
+    """A worker that pauses at ``point`` on a task queue of its own, and its replacement."""
+
+    stack: Stack
+    point: str
+    task_queue: str
+    first: asyncio.subprocess.Process
+    second: asyncio.subprocess.Process | None = None
+    draining: asyncio.Task[None] | None = None
+
+    def app(self, **overrides: object) -> Any:
+        # A killed worker's step is retried after the call timeout: 8 s here instead of 30.
+        return self.stack.http_for(self.stack.app_with(task_queue=self.task_queue, topup_call_timeout_s=8, **overrides))
+
+    async def crash(self) -> None:
+        """Once the first worker pauses at its point: start the replacement (as in a deployment
+        with several workers), then kill the first (SIGKILL)."""
+        await wait_for_line(self.first, f"crash test: pausing {self.point}")
+        self.second = await spawn_worker(self.stack, self.task_queue)
+        await wait_for_line(self.second, "worker running")
+        self.draining = asyncio.create_task(drain(self.second))
+        await kill(self.first)
+
+
+@asynccontextmanager
+async def crash_test(stack: Stack, point: str) -> AsyncIterator[CrashRun]:
+    task_queue = f"walletflow-crash-{uuid.uuid4().hex[:8]}"
+    first = await spawn_worker(stack, task_queue, WALLETFLOW_CRASH_PAUSE_AT=point, WALLETFLOW_CRASH_PAUSE_S="60")
+    run = CrashRun(stack, point, task_queue, first)
+    try:
+        yield run
+    finally:
+        for proc in (run.first, run.second):
+            if proc is not None and proc.returncode is None:
+                await kill(proc)
+        if run.draining is not None:
+            await run.draining
+
+
 @pytest.mark.parametrize("point", ["before_credit", "after_credit"])
 async def test_a_worker_killed_around_the_credit_credits_exactly_once(stack: Stack, point: str) -> None:
-    task_queue = f"walletflow-crash-{uuid.uuid4().hex[:8]}"
     customer = await stack.new_customer()
-    first = await spawn_worker(stack, task_queue, WALLETFLOW_CRASH_PAUSE_AT=point, WALLETFLOW_CRASH_PAUSE_S="60")
-    second = None
-    try:
-        async with stack.http_for(stack.app_with(task_queue=task_queue)) as http:
+    async with crash_test(stack, point) as run:
+        async with run.app() as http:
             top_up = await start(stack, customer, 4200, http=http)
         await stack.pay(top_up["payment_intent_id"])
-        await wait_for_line(first, f"crash test: pausing {point}")
-        # The replacement is up before the crash, as in a real deployment with several workers.
-        second = await spawn_worker(stack, task_queue)
-        await wait_for_line(second, "worker running")
-        draining = asyncio.create_task(drain(second))
-        await kill(first)
-
+        await run.crash()
         if point == "before_credit":
             assert (await stack.topups.get(uuid.UUID(top_up["id"]))).status == "scoring"
             assert await stack.credits_for(top_up["id"]) == 0
         else:  # the credit committed; Temporal never heard that the activity finished
             assert await stack.credits_for(top_up["id"]) == 1
-
         handle = stack.client.get_workflow_handle_for(TopUpWorkflow.run, top_up["workflow_id"])
         progress = await asyncio.wait_for(handle.result(), 60)
-    finally:
-        for proc in (first, second):
-            if proc is not None and proc.returncode is None:
-                await kill(proc)
-    await draining
 
     assert progress.status == "succeeded"
     assert (await stack.topups.get(uuid.UUID(top_up["id"]))).status == "succeeded"
@@ -123,68 +152,43 @@ async def intents_of(stack: Stack, top_up_id: str) -> int:
 
 
 async def test_a_worker_killed_after_stripe_created_the_payment_makes_no_second_one(stack: Stack) -> None:
-    task_queue = f"walletflow-crash-{uuid.uuid4().hex[:8]}"
     customer = await stack.new_customer()
-    first = await spawn_worker(stack, task_queue, WALLETFLOW_CRASH_PAUSE_AT="after_payment_intent",
-                               WALLETFLOW_CRASH_PAUSE_S="60")
-    second = None
-    try:
+    async with crash_test(stack, "after_payment_intent") as run:
         # The API answers without the client secret once its short wait is over (the worker is paused).
-        async with stack.http_for(stack.app_with(task_queue=task_queue, topup_create_wait_s=1)) as http:
+        async with run.app(topup_create_wait_s=1) as http:
             top_up = await start(stack, customer, 3300, http=http)
-        await wait_for_line(first, "crash test: pausing after_payment_intent")
+        await run.crash()
+        # The killed attempt is retried only after its call timeout (8 s here): until then Stripe
+        # has the PaymentIntent and our database does not.
         assert (await stack.topups.get(uuid.UUID(top_up["id"]))).stripe_payment_intent_id is None
-        assert await intents_of(stack, top_up["id"]) == 1  # Stripe has it; we do not (yet)
-        second = await spawn_worker(stack, task_queue)
-        await wait_for_line(second, "worker running")
-        draining = asyncio.create_task(drain(second))
-        await kill(first)
-
+        assert await intents_of(stack, top_up["id"]) == 1
         waiting = await stack.wait_for(top_up["id"], "awaiting_payment", timeout_s=90)
         assert waiting.stripe_payment_intent_id is not None
         assert await intents_of(stack, top_up["id"]) == 1  # the retry found it instead of making another
         await stack.pay(waiting.stripe_payment_intent_id)
         handle = stack.client.get_workflow_handle_for(TopUpWorkflow.run, top_up["workflow_id"])
         progress = await asyncio.wait_for(handle.result(), 90)
-    finally:
-        for proc in (first, second):
-            if proc is not None and proc.returncode is None:
-                await kill(proc)
-    await draining
+
     assert progress.status == "succeeded"
     assert await stack.balance(customer) == 3300
     assert await stack.credits_for(top_up["id"]) == 1
 
 
 async def test_a_worker_killed_after_stripe_refunded_refunds_once(stack: Stack) -> None:
-    task_queue = f"walletflow-crash-{uuid.uuid4().hex[:8]}"
     customer = await stack.new_customer()
-    first = await spawn_worker(stack, task_queue, WALLETFLOW_CRASH_PAUSE_AT="after_stripe_refund",
-                               WALLETFLOW_CRASH_PAUSE_S="60")
-    second = None
-    try:
-        async with stack.http_for(stack.app_with(task_queue=task_queue)) as http:
+    async with crash_test(stack, "after_stripe_refund") as run:
+        async with run.app() as http:
             top_up = await start(stack, customer, 950_000, http=http)  # over the reject amount: refunded
         await stack.pay(top_up["payment_intent_id"])
-        await wait_for_line(first, "crash test: pausing after_stripe_refund")
+        await run.crash()
         assert await stack.gateway.find_refund(top_up["payment_intent_id"]) is not None  # Stripe refunded
         assert (await stack.topups.get(uuid.UUID(top_up["id"]))).status != "refunded"  # we have not recorded it
-        second = await spawn_worker(stack, task_queue)
-        await wait_for_line(second, "worker running")
-        draining = asyncio.create_task(drain(second))
-        await kill(first)
-
         handle = stack.client.get_workflow_handle_for(TopUpWorkflow.run, top_up["workflow_id"])
         progress = await asyncio.wait_for(handle.result(), 90)
-    finally:
-        for proc in (first, second):
-            if proc is not None and proc.returncode is None:
-                await kill(proc)
-    await draining
+
     assert progress.status == "refunded"
     done = await stack.topups.get(uuid.UUID(top_up["id"]))
     assert done.status == "refunded" and done.credit_transaction_id is None
     refunds = await stack.gateway.client.v1.refunds.list_async(params={"payment_intent": top_up["payment_intent_id"]})
     assert [r.amount for r in refunds.data] == [950_000]  # once
     assert await stack.balance(customer) == 0
-

@@ -21,6 +21,7 @@ class TopUpWorkflowInput(BaseModel):
     payment_deadline_s: int
     review_deadline_s: int
     poll_interval_s: int
+    call_timeout_s: int = 30
 
 
 class TopUpRef(BaseModel):
