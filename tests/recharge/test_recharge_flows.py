@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.recharge.helpers import (
     DECLINES_WHEN_CHARGED,
@@ -60,13 +61,20 @@ async def test_100_concurrent_debits_crossing_the_threshold_start_exactly_one_ch
     assert (await stack.ledger.audit()).ok
 
 
+def recharges_counted(outcome: str) -> float:
+    """``walletflow_auto_recharges_total{outcome}`` in this process (the stack's worker runs here)."""
+    return REGISTRY.get_sample_value("walletflow_auto_recharges_total", {"outcome": outcome}) or 0.0
+
+
 async def test_a_large_drop_is_refilled_to_the_target_in_one_charge(stack: Stack) -> None:
     customer = await funded_customer(stack, 5000)
     await put_policy(stack, customer)
+    succeeded_before = recharges_counted("succeeded")
     await stack.ledger.debit(customer, "USD", 4900, f"big-{customer}")
 
     [charge] = await settled_charges(stack, customer, 1)
     assert (charge.status, charge.amount) == ("succeeded", 4900)
+    assert recharges_counted("succeeded") >= succeeded_before + 1  # the metric moves
     assert (await stack.ledger.balance(customer, "USD")).available == 5000
     intent = await stack.gateway.retrieve_payment_intent(charge.stripe_payment_intent_id)
     assert (intent.stripe_status, intent.amount) == ("succeeded", 4900)
@@ -136,9 +144,11 @@ async def test_daily_cap_limits_the_charge_and_then_stops_recharging(stack: Stac
 async def test_declines_back_off_then_disable_the_policy_and_tell_the_platform(stack: Stack) -> None:
     customer = await funded_customer(stack, 5000)
     await put_policy(stack, customer, card=DECLINES_WHEN_CHARGED)
+    failed_before, disabled_before = recharges_counted("failed"), recharges_counted("disabled")
     await stack.ledger.debit(customer, "USD", 4500, f"use-{customer}")
 
     attempts = await settled_charges(stack, customer, 3, timeout_s=40)
+    assert recharges_counted("failed") >= failed_before + 3 and recharges_counted("disabled") >= disabled_before + 1
     assert [(a.status, a.reason) for a in attempts] == [("failed", "card_declined")] * 3
     # Backoff 1 s after the first decline, 2 s after the second (the test settings).
     gaps = [(b.created_at - a.created_at).total_seconds() for a, b in zip(attempts, attempts[1:])]

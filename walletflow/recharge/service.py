@@ -32,6 +32,7 @@ from walletflow.errors import NotFound, ValidationError, WalletflowError
 from walletflow.ledger import repository as ledger_repo
 from walletflow.ledger.rules import request_hash
 from walletflow.ledger.schemas import MAX_AMOUNT, Posting
+from walletflow.observability import metrics
 from walletflow.payments import repository as topup_repo
 from walletflow.recharge import repository as repo
 from walletflow.recharge.contracts import FailureOutcome, RechargePlan, recharge_workflow_id
@@ -261,6 +262,7 @@ class Recharges:
             await repo.update_policy(
                 conn, top_up.customer_id, top_up.asset, consecutive_failures=0, last_charge_at=now, updated_at=now
             )
+            metrics.RECHARGES.labels("succeeded").inc()
             await emit(
                 conn, "auto_recharge.succeeded",
                 {"customer_id": str(top_up.customer_id), "asset": top_up.asset, "amount": top_up.amount,
@@ -299,6 +301,7 @@ class Recharges:
                                     customer_id=top_up.customer_id, now=now)
             if not first_time:
                 return FailureOutcome(consecutive_failures=policy.consecutive_failures, disabled=not policy.enabled)
+            metrics.RECHARGES.labels("requires_action" if requires_action else "failed").inc()
             failures = policy.consecutive_failures + (0 if requires_action else 1)
             values: dict[str, Any] = {"consecutive_failures": failures, "last_failure_at": now,
                                       "last_failure_reason": reason, "updated_at": now}
@@ -309,6 +312,7 @@ class Recharges:
                            customer_id=top_up.customer_id, now=now)
             elif failures >= max_failures:
                 disable_reason = "consecutive_declines"
+                metrics.RECHARGES.labels("disabled").inc()
                 await emit(
                     conn, "auto_recharge.disabled",
                     {**data, "reason": disable_reason, "consecutive_failures": failures},
