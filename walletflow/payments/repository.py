@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, and_, func, select, update
+from sqlalchemy import Row, Table, and_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from walletflow.ledger.repository import _insert_ignore
@@ -96,14 +96,6 @@ async def set_payment_intent(conn: AsyncConnection, top_up_id: uuid.UUID, pi_id:
     )
 
 
-async def set_risk(conn: AsyncConnection, top_up_id: uuid.UUID, score: int, decision: str, reasons: list[str],
-                   now: dt.datetime) -> None:
-    await conn.execute(
-        update(top_ups).where(top_ups.c.id == top_up_id)
-        .values(risk_score=score, risk_decision=decision, risk_reasons=reasons, updated_at=now)
-    )
-
-
 async def mark_credited(conn: AsyncConnection, top_up_id: uuid.UUID, tx_id: uuid.UUID | None, now: dt.datetime) -> bool:
     """The credit's half of the credit-or-refund guard: only a top-up no refund has claimed."""
     result = await conn.execute(
@@ -148,32 +140,6 @@ def _counted(moved: bool, status: str) -> bool:
     if moved:
         TOPUPS.labels(status).inc()
     return moved
-
-
-async def history_counts(
-    conn: AsyncConnection, customer_id: uuid.UUID, currency: str, exclude: uuid.UUID, now: dt.datetime
-) -> tuple[int, int, int, int]:
-    """(succeeded count, largest succeeded amount, started in the last hour, failed in the last day)."""
-    mine = and_(top_ups.c.customer_id == customer_id, top_ups.c.id != exclude)
-    succeeded = (
-        await conn.execute(
-            select(func.count(), func.coalesce(func.max(top_ups.c.amount), 0))
-            .where(mine, top_ups.c.currency == currency, top_ups.c.status == "succeeded")
-        )
-    ).one()
-    recent = (
-        await conn.execute(
-            select(func.count()).where(mine, top_ups.c.created_at >= now - dt.timedelta(hours=1))
-        )
-    ).scalar_one()
-    failed = (
-        await conn.execute(
-            select(func.count()).where(
-                mine, top_ups.c.status == "failed", top_ups.c.updated_at >= now - dt.timedelta(days=1)
-            )
-        )
-    ).scalar_one()
-    return int(succeeded[0]), int(succeeded[1]), int(recent), int(failed)
 
 
 async def insert_event(conn: AsyncConnection, event_id: str, event_type: str, payload: dict[str, Any],

@@ -32,7 +32,6 @@ from walletflow.payments import repository as repo
 from walletflow.payments.schemas import TopUpInfo, workflow_id_for
 from walletflow.catalog.service import rate_in_force
 from walletflow.payments.conversion import credit_for
-from walletflow.risk.rules import RiskFeatures, RiskResult
 from walletflow.webhooks.outbox import emit
 
 CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -229,19 +228,6 @@ class TopUps:
             return top_up_info(row)
 
         return await self._run(work)
-
-    async def risk_features(self, top_up: TopUpInfo) -> RiskFeatures:
-        async with self.engine.connect() as conn:
-            succeeded, largest, recent, failed = await repo.history_counts(
-                conn, top_up.customer_id, top_up.currency, top_up.id, self.clock()
-            )
-        return RiskFeatures(top_up.amount, succeeded, largest, recent, failed)
-
-    async def record_risk(self, top_up_id: uuid.UUID, result: RiskResult) -> None:
-        async def work(conn: AsyncConnection) -> None:
-            await repo.set_risk(conn, top_up_id, result.score, result.decision, result.reasons, self.clock())
-
-        await self._run(work)
 
     def credit_recorder(self, top_up_id: uuid.UUID) -> Callable[[AsyncConnection, Posting], Awaitable[None]]:
         """The ``also`` hook for ``Ledger.credit``: marks the top-up credited in the credit's own
