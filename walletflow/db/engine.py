@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import event
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from walletflow.settings import Settings, get_settings
@@ -98,3 +98,15 @@ async def dispose(engine: AsyncEngine) -> None:
 
     await close_hot_path(engine)
     await engine.dispose()
+
+
+async def in_transaction_after_races(engine: AsyncEngine, fn: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """:func:`in_transaction`, re-run (at most twice more) when it loses a race on a unique key:
+    ``fn`` then finds the winner's row instead of inserting its own."""
+    for attempt in range(3):
+        try:
+            return await in_transaction(engine, fn)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")

@@ -19,10 +19,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import Row
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from walletflow.db.engine import in_transaction
+from walletflow.db.engine import in_transaction_after_races
 from walletflow.db.types import utcnow
 from walletflow.errors import IdempotencyConflict, NotFound, ValidationError, WalletflowError
 from walletflow.ledger import repository as ledger_repo
@@ -300,13 +299,7 @@ class TopUps:
     async def _run(self, work: Callable[[AsyncConnection], Awaitable[Any]]) -> Any:
         # A lost race on a unique key (two requests with one idempotency key) re-runs ``work``,
         # which then finds the winner's row.
-        for attempt in range(3):
-            try:
-                return await in_transaction(self.engine, work)
-            except IntegrityError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        return await in_transaction_after_races(self.engine, work)
 
 
 def _found(row: Row[Any] | None, top_up_id: uuid.UUID) -> Row[Any]:

@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Row
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from walletflow.db.engine import in_transaction
+from walletflow.db.engine import in_transaction_after_races
 from walletflow.db.types import utcnow
 from walletflow.errors import NotFound, ValidationError, WalletflowError
 from walletflow.ledger import repository as ledger_repo
@@ -363,13 +362,7 @@ class Recharges:
     async def _run(self, work: Callable[[AsyncConnection], Awaitable[Any]]) -> Any:
         # A lost race on a unique key (two writers of one policy) re-runs ``work``, which then
         # sees the winner's row.
-        for attempt in range(3):
-            try:
-                return await in_transaction(self.engine, work)
-            except IntegrityError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        return await in_transaction_after_races(self.engine, work)
 
 
 class ChargeNotCreditable(WalletflowError):
