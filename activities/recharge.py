@@ -22,6 +22,7 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 
+from activities.crash_points import crash_pause
 from walletflow.errors import WalletflowError
 from walletflow.ledger.service import Ledger
 from walletflow.payments.schemas import TopUpInfo
@@ -64,6 +65,7 @@ def timings_from(settings: Settings) -> Timings:
         poll_interval_s=settings.recharge_poll_interval_s,
         review_deadline_s=settings.topup_review_deadline_s,
         charges_per_run=settings.recharge_charges_per_run,
+        call_timeout_s=settings.topup_call_timeout_s,
     )
 
 
@@ -139,6 +141,7 @@ class RechargeActivities:
                         intent = await self.gateway.find_payment_intent(stripe_customer, ref.top_up_id)
                 if intent is None:
                     return ChargeResult(state="failed", reason="card_declined")
+                await crash_pause(self.settings, "recharge_after_payment_intent")  # at Stripe, not in our database
                 await self.top_ups.set_payment_intent(top_up.id, intent.id)
             if top_up.status == "initiated":
                 await self.top_ups.transition(top_up.id, "awaiting_payment")
@@ -148,6 +151,7 @@ class RechargeActivities:
     async def credit(self, ref: ChargeRef) -> RechargeCredit:
         """Credit the charge as a ``paid`` grant, once, unless a refund claimed it first; the
         success event and the cooldown are written in the credit's own transaction."""
+        await crash_pause(self.settings, "recharge_before_credit")
         async with _business_errors():
             top_up = await self.top_ups.get(uuid.UUID(ref.top_up_id))
             if top_up.credit_transaction_id is not None:
@@ -164,7 +168,8 @@ class RechargeActivities:
                 )
             except ChargeNotCreditable:
                 return RechargeCredit(outcome="already_refunded")
-            return RechargeCredit(outcome="credited", transaction_id=str(posting.transaction_id))
+        await crash_pause(self.settings, "recharge_after_credit")  # credited; Temporal not yet told
+        return RechargeCredit(outcome="credited", transaction_id=str(posting.transaction_id))
 
     @activity.defn(name="recharge.record_failure")
     async def record_failure(self, record: FailureRecord) -> FailureOutcome:

@@ -8,7 +8,6 @@ Business failures are raised non-retryable; anything else (network, database) is
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +18,7 @@ import stripe
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.crash_points import crash_pause
 from walletflow.errors import WalletflowError
 from walletflow.ledger.service import Ledger
 from walletflow.observability import metrics
@@ -211,15 +211,7 @@ class TopUpActivities:
             return RefundOutcome(outcome="refunded", refund_id=refund.id)
 
     async def _crash_pause(self, point: str) -> None:
-        """Fault injection for crash tests (off unless ``crash_pause_at`` names this point)."""
-        if self.settings.crash_pause_at != point or self.settings.crash_pause_s <= 0:
-            return
-        log.warning("crash test: pausing %s for %.1f s", point, self.settings.crash_pause_s)
-        loop = asyncio.get_running_loop()
-        until = loop.time() + self.settings.crash_pause_s
-        while loop.time() < until:
-            activity.heartbeat(point)
-            await asyncio.sleep(0.2)
+        await crash_pause(self.settings, point)
 
 
 def _intent_id(top_up: TopUpInfo) -> str:

@@ -189,6 +189,18 @@ class Stack:
             )
             return int((await conn.execute(query)).scalar_one())
 
+    async def intents_for(self, top_up_id: uuid.UUID | str) -> list[Any]:
+        """Every PaymentIntent at Stripe carrying this top-up's id (asked of localstripe directly)."""
+        page = await self.gateway.client.v1.payment_intents.list_async(params={"limit": 100})
+        found: list[Any] = []
+        while True:
+            found += [pi for pi in page.data
+                      if (pi.to_dict().get("metadata") or {}).get("walletflow_top_up_id") == str(top_up_id)]
+            if not page.has_more:
+                return found
+            page = await self.gateway.client.v1.payment_intents.list_async(
+                params={"limit": 100, "starting_after": page.data[-1].id})
+
     async def events(self, customer_id: uuid.UUID) -> list[str]:
         """The platform events (outbox) about this customer, oldest first."""
         from walletflow.webhooks.outbox import outbound_events

@@ -229,7 +229,7 @@ class Settings(BaseSettings):
     migration_recharge_monthly_cap: int = 100_000
 
     # --- fault injection (tests only; both empty/zero in production) ------------------------
-    #: ``before_credit`` or ``after_credit``: the credit activity pauses there for
+    #: A point named in ``activities/crash_points.py``: the activity pauses there for
     #: ``crash_pause_s`` (heartbeating), so a crash test can kill the worker at that exact point.
     crash_pause_at: str = ""
     crash_pause_s: float = 0.0

@@ -67,6 +67,8 @@ class AutoRechargeWorkflow:
         self._review: bool | None = None
         self._progress = RechargeProgress()
         self._wallet: WalletRef | None = None
+        #: Each call's start-to-close timeout, from the worker's settings via the last plan.
+        self._call_timeout = _CALL_TIMEOUT
 
     @workflow.signal
     def trigger(self, signal: RechargeSignal) -> None:
@@ -133,6 +135,7 @@ class AutoRechargeWorkflow:
             RechargeActivities.plan, self._wallet, start_to_close_timeout=_CALL_TIMEOUT, retry_policy=_NEVER_GIVE_UP
         )
         self._progress.last_plan = plan
+        self._call_timeout = timedelta(seconds=plan.call_timeout_s)
         return plan
 
     async def _charge(self, plan: RechargePlan) -> None:
@@ -143,7 +146,7 @@ class AutoRechargeWorkflow:
         self._review = None
         ref = ChargeRef(top_up_id=plan.top_up_id)
         result: ChargeResult = await workflow.execute_activity_method(
-            RechargeActivities.charge, ref, start_to_close_timeout=_CALL_TIMEOUT, retry_policy=_NEVER_GIVE_UP
+            RechargeActivities.charge, ref, start_to_close_timeout=self._call_timeout, retry_policy=_NEVER_GIVE_UP
         )
         if result.state == "pending":
             result = await self._wait_for_payment(plan, result)
@@ -174,7 +177,7 @@ class AutoRechargeWorkflow:
                 pass
             self._payment_news = False
             check: PaymentCheck = await workflow.execute_activity_method(
-                TopUpActivities.check_payment, ref, start_to_close_timeout=_CALL_TIMEOUT, retry_policy=_NEVER_GIVE_UP
+                TopUpActivities.check_payment, ref, start_to_close_timeout=self._call_timeout, retry_policy=_NEVER_GIVE_UP
             )
             if check.state == "succeeded":
                 return ChargeResult(payment_intent_id=check.payment_intent_id, state="succeeded", reason=check.reason)
@@ -185,7 +188,7 @@ class AutoRechargeWorkflow:
     async def _cancel(self, top_up_id: str) -> PaymentCheck:
         return await workflow.execute_activity_method(
             TopUpActivities.cancel_payment, TopUpRef(top_up_id=top_up_id),
-            start_to_close_timeout=_CALL_TIMEOUT, retry_policy=_NEVER_GIVE_UP,
+            start_to_close_timeout=self._call_timeout, retry_policy=_NEVER_GIVE_UP,
         )
 
     async def _settle(self, plan: RechargePlan, result: ChargeResult) -> None:
@@ -198,7 +201,7 @@ class AutoRechargeWorkflow:
                 await self._refund(top_up_id, "amount_mismatch", mark=True)
                 return
             risk: RiskOutcome = await workflow.execute_activity_method(
-                TopUpActivities.score, ref, start_to_close_timeout=_CALL_TIMEOUT, retry_policy=_GIVE_UP
+                TopUpActivities.score, ref, start_to_close_timeout=self._call_timeout, retry_policy=_GIVE_UP
             )
             if risk.decision == "reject":
                 await self._refund(top_up_id, "risk_rejected", mark=True)
@@ -215,7 +218,7 @@ class AutoRechargeWorkflow:
                     return
             credit: RechargeCredit = await workflow.execute_activity_method(
                 RechargeActivities.credit, ChargeRef(top_up_id=top_up_id),
-                start_to_close_timeout=timedelta(seconds=60), retry_policy=_NEVER_GIVE_UP,
+                start_to_close_timeout=2 * self._call_timeout, retry_policy=_NEVER_GIVE_UP,
             )
             self._progress.last_outcome = "succeeded" if credit.outcome == "credited" else "refunded"
         except ActivityError:
@@ -229,7 +232,7 @@ class AutoRechargeWorkflow:
             await self._mark(top_up_id, "rejected", reason)
         outcome: RefundOutcome = await workflow.execute_activity_method(
             TopUpActivities.refund, RefundRequest(top_up_id=top_up_id, reason=reason),
-            start_to_close_timeout=_CALL_TIMEOUT, retry_policy=_NEVER_GIVE_UP,
+            start_to_close_timeout=self._call_timeout, retry_policy=_NEVER_GIVE_UP,
         )
         if outcome.outcome == "refunded":
             # Counted like a decline: backoff, then the policy is disabled after N in a row, so a
@@ -243,14 +246,14 @@ class AutoRechargeWorkflow:
             RechargeActivities.record_failure,
             FailureRecord(top_up_id=top_up_id, reason=reason, requires_action=requires_action,
                           payment_intent_id=payment_intent_id),
-            start_to_close_timeout=_CALL_TIMEOUT, retry_policy=_NEVER_GIVE_UP,
+            start_to_close_timeout=self._call_timeout, retry_policy=_NEVER_GIVE_UP,
         )
         self._progress.last_outcome = "requires_action" if requires_action else f"failed: {reason}"
 
     async def _mark(self, top_up_id: str, status: str, reason: str | None = None) -> None:
         await workflow.execute_activity_method(
             TopUpActivities.mark_status, MarkStatus(top_up_id=top_up_id, status=status, reason=reason),  # type: ignore[arg-type]
-            start_to_close_timeout=_CALL_TIMEOUT, retry_policy=_NEVER_GIVE_UP,
+            start_to_close_timeout=self._call_timeout, retry_policy=_NEVER_GIVE_UP,
         )
 
 

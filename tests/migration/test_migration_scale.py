@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.migration.helpers import Account, fresh_localstripe, migration_stack
-from tests.payments.test_worker_crash import drain, kill, spawn_worker, wait_for_line
 from tests.services import Stack
+from tests.workers import drain, kill, spawn_worker, wait_for_line
 from walletflow.ledger import repository as ledger_repo
 from walletflow.migration.service import customer_links
 

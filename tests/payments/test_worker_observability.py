@@ -12,8 +12,8 @@ import uuid
 import httpx
 import pytest
 
-from tests.payments.test_worker_crash import spawn_worker
 from tests.services import Stack, free_port, start
+from tests.workers import spawn_worker
 from walletflow.observability.logs import SECRET
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -6,15 +6,20 @@ import asyncio
 import datetime as dt
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import select
+from temporalio.client import WorkflowHandle
 
+from activities.recharge import signal_recharge
 from tests.services import Stack
 from walletflow.payments.repository import top_ups
 from walletflow.recharge import repository as recharge_repo
-from walletflow.recharge.contracts import recharge_workflow_id
+from walletflow.recharge.contracts import RechargeProgress, RechargeSignal, recharge_workflow_id
 from walletflow.webhooks.outbox import outbound_events
+from workflows.recharge import AutoRechargeWorkflow
 
 VISA = "4242424242424242"
 DECLINES_WHEN_CHARGED = "4000000000000341"
@@ -90,3 +95,20 @@ async def settled_charges(stack: Stack, customer: uuid.UUID, count: int, timeout
 
 def ago(seconds: float) -> dt.datetime:
     return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
+
+
+@asynccontextmanager
+async def recharge_on(stack: Stack, task_queue: str, customer: uuid.UUID) -> AsyncIterator[WorkflowHandle[AutoRechargeWorkflow, RechargeProgress]]:
+    """Start the wallet's recharge workflow on a test's own task queue (so its activities run on
+    that test's worker, not the stack's), idle while the wallet is over its threshold: the
+    threshold trigger of a later debit is relayed to this run, whichever relay takes it.
+    Terminated at the end, as no worker serves that task queue after the test."""
+    settings = stack.settings.model_copy(update={"task_queue": task_queue})
+    await signal_recharge(stack.client, settings, str(customer), "USD", RechargeSignal(source="sweep"))
+    handle = stack.client.get_workflow_handle_for(AutoRechargeWorkflow.run, recharge_workflow_id(str(customer), "USD"))
+    try:
+        yield handle
+    finally:
+        description = await handle.describe()
+        if description.status is not None and description.status.name == "RUNNING":
+            await handle.terminate("crash test over")

@@ -53,6 +53,8 @@ class RechargePlan(BaseModel):
     poll_interval_s: int = 10
     review_deadline_s: int = 3 * 24 * 3600
     charges_per_run: int = 50
+    #: Start-to-close timeout of each database or Stripe call (``WALLETFLOW_TOPUP_CALL_TIMEOUT_S``).
+    call_timeout_s: int = 30
 
 
 class ChargeRef(BaseModel):

@@ -55,6 +55,8 @@ class Timings:
     poll_interval_s: int
     review_deadline_s: int
     charges_per_run: int
+    #: Each activity's start-to-close timeout (a killed worker's step is retried after it).
+    call_timeout_s: int = 30
 
 
 class PolicyDisabled(WalletflowError):
@@ -188,6 +190,7 @@ class Recharges:
         common = {
             "payment_deadline_s": timings.payment_deadline_s, "poll_interval_s": timings.poll_interval_s,
             "review_deadline_s": timings.review_deadline_s, "charges_per_run": timings.charges_per_run,
+            "call_timeout_s": timings.call_timeout_s,
         }
 
         async def work(conn: AsyncConnection) -> RechargePlan:
