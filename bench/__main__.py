@@ -68,12 +68,25 @@ def _topups(report: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _migration(report: dict[str, Any]) -> list[Row]:
+    return [
+        {"figure": f"Stripe migration customers/s ({report['customers']:,} customers)",
+         "walletflow": report["customers_per_s"], "baseline": report["baseline_customers_per_s"],
+         "ratio": round(report["customers_per_s"] / report["baseline_customers_per_s"], 3)},
+        {"figure": "Stripe migration ceiling at Stripe's 25 requests/s (customers/s)",
+         "walletflow": report["ceiling_at_25_rps"]},
+        {"figure": "Stripe migration parity exact and audit clean", "walletflow": report["correct"], "target": "true",
+         "target_met": report["correct"]},
+    ]
+
+
 #: name -> (module, how its JSON becomes rows)
 BENCHES: dict[str, tuple[str, Callable[[dict[str, Any]], list[Row]]]] = {
     "ledger": ("bench.ledger", _ledger),
     "ingest": ("bench.ingest", _ingest),
     "risk": ("bench.risk", _risk),
     "webhooks": ("bench.webhooks", _webhooks),
+    "migration": ("bench.migration", _migration),
     "topups": ("bench.topups", _topups),
 }
 

@@ -8,6 +8,12 @@ rate limit is lifted (``--rps``, default 10,000) so the figure is walletflow's o
 Stripe's sandbox limit of 25 requests/s the ceiling is 25 / (Stripe calls per customer), which
 is printed too.
 
+Baseline, measured in the same run against the same localstripe: the Stripe reads alone, i.e.
+the same SDK calls the migration makes (customer pages of 100, then per customer its latest
+balance transaction, its credit grants and each grant's balance summary, a page's customers at
+once as the migration does), with no database, no ledger and no Temporal. The ratio says what
+the durable, idempotent import costs on top of just reading Stripe.
+
 Correctness (exit status 1 otherwise): every customer migrated, zero parity differences, the
 amount imported equals the credit seeded, the ledger audit clean.
 
@@ -56,6 +62,7 @@ class Report:
     stripe_calls_per_customer: float
     ceiling_at_25_rps: float
     seed_seconds: float
+    baseline_customers_per_s: float
     differences: int
     imported: int
     expected: int
@@ -97,6 +104,32 @@ async def seed(url: str, count: int) -> int:
     return total
 
 
+async def read_only(url: str) -> tuple[int, float]:
+    """The baseline: read what the migration reads, straight from Stripe; (customers, seconds)."""
+    client = stripe.StripeClient(KEY, base_addresses={"api": url}, max_network_retries=0)
+    started = time.monotonic()
+    seen = 0
+    after: str | None = None
+
+    async def one(customer: str) -> None:
+        await client.v1.customers.balance_transactions.list_async(customer, params={"limit": 1})
+        grants = await client.v1.billing.credit_grants.list_async(params={"customer": customer, "limit": 100})
+        for grant in grants.data:
+            await client.v1.billing.credit_balance_summary.retrieve_async(params={
+                "customer": customer,
+                "filter": {"type": "credit_grant", "credit_grant": grant.id},
+            })
+
+    while True:
+        params: dict[str, object] = {"limit": 100, **({"starting_after": after} if after else {})}
+        page = await client.v1.customers.list_async(params=params)  # type: ignore[arg-type]
+        await asyncio.gather(*(one(c.id) for c in page.data))
+        seen += len(page.data)
+        if not page.has_more or not page.data:
+            return seen, time.monotonic() - started
+        after = page.data[-1].id
+
+
 @contextmanager
 def localstripe() -> Iterator[str]:
     """A fresh, in-memory localstripe on a free port."""
@@ -121,6 +154,8 @@ async def run(stripe_url: str, customers: int, rps: float) -> Report:
     started = time.monotonic()
     expected = await seed(stripe_url, customers)
     seed_s = time.monotonic() - started
+    read, read_s = await read_only(stripe_url)
+    assert read == customers, f"the baseline read {read} customers of {customers}"
     temporal = shutil.which("temporal") or str(Path(sys.executable).with_name("temporal"))
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal, search_attributes=[CUSTOMER_ID], data_converter=pydantic_data_converter,
@@ -157,6 +192,7 @@ async def run(stripe_url: str, customers: int, rps: float) -> Report:
         customers=report["counts"]["customers"], seconds=round(seconds, 2),
         customers_per_s=round(customers / seconds, 1), stripe_calls_per_customer=round(per_customer, 2),
         ceiling_at_25_rps=round(25 / per_customer, 1), seed_seconds=round(seed_s, 1),
+        baseline_customers_per_s=round(customers / read_s, 1),
         differences=report["counts"]["differences"], imported=report["amounts"]["USD"]["imported"],
         expected=expected, audit_ok=audit_ok,
     )
@@ -177,6 +213,8 @@ def main() -> None:
         print(f"customers migrated       {report.customers}")
         print(f"seconds                  {report.seconds}")
         print(f"customers per second     {report.customers_per_s}")
+        print(f"baseline: Stripe reads   {report.baseline_customers_per_s} customers/s "
+              f"(ratio {report.customers_per_s / report.baseline_customers_per_s:.3f})")
         print(f"Stripe calls / customer  {report.stripe_calls_per_customer}")
         print(f"ceiling at 25 req/s      {report.ceiling_at_25_rps} customers/s")
         print(f"parity differences       {report.differences}")
