@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 
 import httpx
+from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 FAULTS = ("500", "429", "lost", "timeout")
@@ -59,12 +60,7 @@ class StripeFaults:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await Request(scope, receive).body()
         method, path = scope["method"], scope["path"]
         query = scope.get("query_string", b"").decode()
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}

@@ -22,6 +22,7 @@ import pytest_asyncio
 import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
@@ -83,12 +84,7 @@ class ReceiverServer:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await Request(scope, receive).body()
         receiver = self.receivers.get(scope["path"].removeprefix("/hooks/"))
         status = 404
         if receiver is not None:
