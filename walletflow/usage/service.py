@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
+import orjson
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import select
@@ -37,6 +38,7 @@ from walletflow.usage import repository as repo
 from walletflow.usage.schemas import CaptureEventIn, EventIn, EventResult, PricedEvent
 
 _event_adapter = TypeAdapter(EventIn)
+_batch_adapter = TypeAdapter(list[EventIn])
 #: Events may arrive late (queues, retries) but not from the future beyond clock skew.
 MAX_FUTURE_SKEW = dt.timedelta(minutes=5)
 
@@ -53,8 +55,7 @@ class Usage:
         now = self.clock()
         results: list[EventResult | None] = [None] * len(raw_events)
         events: list[tuple[int, EventIn]] = []
-        for index, raw in enumerate(raw_events):
-            event, error = _parse(raw)
+        for index, (raw, (event, error)) in enumerate(zip(raw_events, _parse_all(raw_events), strict=True)):
             if event is None:
                 results[index] = EventResult(id=_raw_id(raw), status="rejected", error=error)
             elif event.occurred_at > now + MAX_FUTURE_SKEW:
@@ -78,7 +79,7 @@ class Usage:
             if pricing is None:
                 results[index] = EventResult(id=event.id, status="unmatched", error=f"no price for event type {event.event_type!r}")
                 continue
-            fee = pricing.book.price(PricedEventInput(event.event_type, event.data, _costs(event)))
+            fee = pricing.book.price(PricedEventInput(event.event_type, event.data, _costs(event)), explain=False)
             if fee.status != "priced":
                 results[index] = EventResult(id=event.id, status=fee.status, asset=fee.asset, error=fee.error)
                 continue
@@ -138,6 +139,18 @@ def capture_recorder(event: CaptureEventIn, received_at: dt.datetime) -> Callabl
     return record
 
 
+def _parse_all(raw_events: Sequence[EventIn | dict[str, Any]]) -> list[tuple[EventIn | None, str | None]]:
+    """Every event validated, or why not. A batch of valid dicts is validated in one call (a
+    thousand separate calls cost about as much again); any invalid event sends the batch down
+    the per-event path, which names each bad event's first error."""
+    if all(isinstance(raw, dict) for raw in raw_events):
+        try:
+            return [(event, None) for event in _batch_adapter.validate_python(raw_events)]
+        except PydanticValidationError:
+            pass
+    return [_parse(raw) for raw in raw_events]
+
+
 def _parse(raw: EventIn | dict[str, Any]) -> tuple[EventIn | None, str | None]:
     if isinstance(raw, EventIn):
         return raw, None
@@ -181,15 +194,31 @@ def _costs(event: EventIn) -> list[VendorCost] | None:
 
 
 def _payload(events: list[PricedEvent]) -> str:
-    """The batch as one JSON document for ``wf_ingest`` (which derives keys, hashes and ids)."""
+    """The batch as one JSON document for ``wf_ingest`` (which derives keys, hashes and ids).
+
+    orjson writes UUIDs and datetimes itself and is several times faster than ``json`` here;
+    ``json`` remains the fallback for what orjson refuses (integers beyond 64 bits in ``data``).
+    """
     rows = [
-        {"idx": p.index, "customer_id": str(p.customer_id), "event_id": p.event.id,
-         "event_type": p.event.event_type, "occurred_at": p.occurred_at.isoformat(), "asset": p.asset,
+        {"idx": p.index, "customer_id": p.customer_id, "event_id": p.event.id,
+         "event_type": p.event.event_type, "occurred_at": p.occurred_at, "asset": p.asset,
          "amount": p.amount, "product_code": p.product_code, "version": p.version, "data": p.event.data,
-         "costs": [c.model_dump() for c in p.event.costs] if p.event.costs else None}
+         "costs": [{"vendor": c.vendor, "asset": c.asset, "amount": c.amount} for c in p.event.costs]
+         if p.event.costs else None}
         for p in events
     ]
-    return json.dumps(rows, separators=(",", ":"))
+    try:
+        return orjson.dumps(rows).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(rows, separators=(",", ":"), default=_json_default)
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _result(p: PricedEvent, status: str, amount: int, tx_id: uuid.UUID | None) -> EventResult:
