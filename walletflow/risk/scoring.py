@@ -37,7 +37,10 @@ BUILTIN_ROWS = 6_000
 BUILTIN_VERSION = "builtin-sim-2"
 #: The built-in usage model's training data (evaluation uses other seeds).
 BUILTIN_USAGE_SEEDS = (1, 2)
-BUILTIN_USAGE_ROWS = 5_000
+BUILTIN_USAGE_ROWS = 3_000
+#: Fewer rounds still for the usage model (four classes, well separated): it must not lengthen
+#: worker start-up much (the crash tests start workers under a call timeout).
+BUILTIN_USAGE_MAX_ITER = 40
 BUILTIN_USAGE_VERSION = "builtin-usage-sim-1"
 #: Boosting rounds of the built-in models: fewer than ``walletflow risk train`` (150), because
 #: the built-in model is trained at every worker start (tests/risk checks the evaluation target
@@ -61,7 +64,7 @@ def builtin_usage_model() -> UsageModel:
     """The usage model trained from simulated periods (same seeds, same model, every time)."""
     started = time.perf_counter()
     rows = [row for seed in BUILTIN_USAGE_SEEDS for row in simulate_usage(seed, BUILTIN_USAGE_ROWS)]
-    model = train_usage(rows, TrainParams(max_iter=BUILTIN_MAX_ITER))
+    model = train_usage(rows, TrainParams(max_iter=BUILTIN_USAGE_MAX_ITER))
     model.training["source"] = f"simulated usage seeds {list(BUILTIN_USAGE_SEEDS)}"
     log.info("built-in usage model trained on %d simulated periods in %.1f s", len(rows), time.perf_counter() - started)
     return model
