@@ -22,6 +22,7 @@ from walletflow.errors import WalletflowError
 from walletflow.ledger.service import Ledger
 from walletflow.payments.stripe_gateway import StripeGateway
 from walletflow.risk.usage import UsageThresholds
+from walletflow.risk.usage_model import UsageRiskScorer
 from walletflow.settings import Settings
 from walletflow.settlement import expiry, postpaid, reconcile, scoring, service
 from walletflow.settlement.contracts import (
@@ -52,17 +53,21 @@ class SettlementActivities:
     """The worker builds one instance with its dependencies and registers :meth:`all`.
 
     ``usage_scorer`` is the usage-scoring hook: anything with ``score_usage(usage) -> decisions``
-    (``walletflow.settlement.scoring.UsageScorer``); the rules check by default.
+    (``walletflow.settlement.scoring.UsageScorer``); the rules check by default. ``usage_risk`` is
+    the risk module's usage scorer, the trained usage model plus the usage rules, which the worker
+    loads once (``walletflow.risk.scoring.scorers_from``); without one, the usage rules alone.
     """
 
     def __init__(
         self, engine: AsyncEngine, ledger: Ledger, gateway: StripeGateway, settings: Settings,
         usage_scorer: UsageScorer | None = None, clock: Callable[[], dt.datetime] = utcnow,
+        usage_risk: UsageRiskScorer | None = None,
     ) -> None:
         self.engine = engine
         self.ledger = ledger
         self.settings = settings
         self.usage_scorer = usage_scorer or spike_rules_from(settings)
+        self.usage_risk = usage_risk or UsageRiskScorer(None, UsageThresholds.from_settings(settings))
         self.clock = clock
         self.billing = postpaid.PostpaidBilling(
             engine, gateway, invoice_currency=settings.invoice_currency,
@@ -117,7 +122,7 @@ class SettlementActivities:
         usage = await scoring.collect_usage(self.engine, period, self.settings.usage_spike_baseline_periods)
         decisions = scoring.combine(
             self.usage_scorer.score_usage(usage),
-            await scoring.risk_flags(self.engine, period, usage, UsageThresholds.from_settings(self.settings)),
+            await scoring.risk_flags(self.engine, period, usage, self.usage_risk),
         )
         async with _business_errors():
             flags = await scoring.apply_decisions(self.engine, self.ledger, period, usage, decisions, self.clock())

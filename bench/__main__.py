@@ -47,6 +47,14 @@ def _risk(report: dict[str, Any]) -> list[Row]:
     rows.append({"figure": f"risk training on {report['training_rows']:,} rows (s)", "walletflow": round(report["training_s"], 1),
                  "target": "<= 30 s on 100,000" if scale == 1 else None,
                  "target_met": report["training_s"] <= 30 if scale == 1 else None})
+    if "usage_scoring" in report:
+        usage = report["usage_scoring"]["all"]
+        rows.append({"figure": "usage risk scoring p99, all (ms)", "walletflow": round(usage["p99_ms"], 3),
+                     "target": "<= 2 ms", "target_met": usage["p99_ms"] <= 2.0})
+        rows.append({"figure": f"usage risk training on {report['usage_training_rows']:,} periods (s)",
+                     "walletflow": round(report["usage_training_s"], 1),
+                     "target": "<= 30 s on 100,000" if scale == 1 else None,
+                     "target_met": report["usage_training_s"] <= 30 if scale == 1 else None})
     return rows
 
 

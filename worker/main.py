@@ -27,6 +27,7 @@ from walletflow.payments.stripe_gateway import StripeGateway
 from walletflow.recharge.service import Recharges
 from walletflow.risk import scoring as risk_scoring
 from walletflow.risk.model import CombinedScorer
+from walletflow.risk.usage_model import UsageRiskScorer
 from walletflow.settings import Settings, get_settings
 from walletflow.temporal_client import connect, register_search_attributes
 from walletflow.webhooks.service import Webhooks
@@ -53,17 +54,24 @@ def scorer_from(settings: Settings) -> CombinedScorer:
     return risk_scoring.scorer_from(settings)
 
 
+def scorers_from(settings: Settings) -> tuple[CombinedScorer, UsageRiskScorer]:
+    """The top-up and the usage scorer, from one artifact load (or the built-in models)."""
+    return risk_scoring.scorers_from(settings)
+
+
 def build_worker(client: Client, engine: AsyncEngine, settings: Settings) -> Worker:
     """The worker with all workflows and activities; dependencies are built once, here."""
     ledger, top_ups, gateway = Ledger(engine), TopUps(engine), StripeGateway.from_settings(settings)
-    top_up_activities = TopUpActivities(top_ups, ledger, gateway, scorer_from(settings), settings)
+    credit_scorer, usage_scorer = scorers_from(settings)
+    top_up_activities = TopUpActivities(top_ups, ledger, gateway, credit_scorer, settings)
     refunds = Refunds(engine, ledger)
     refund_activities = RefundActivities(refunds, top_ups, gateway)
     sweep_activities = SweepActivities(top_ups, refunds, settings)
     webhook_activities = WebhookActivities(Webhooks(engine), client, settings)
     recharge_activities = RechargeActivities(client, Recharges(engine), top_ups, ledger, gateway, settings)
-    # Scheduled runs: usage settlement and grant expiry (the usage scorer is settlement's hook).
-    settlement_activities = SettlementActivities(engine, ledger, gateway, settings)
+    # Scheduled runs: usage settlement and grant expiry; settlement scores usage with the usage
+    # model loaded above (the spend rules stay settlement's own hook).
+    settlement_activities = SettlementActivities(engine, ledger, gateway, settings, usage_risk=usage_scorer)
     migration_activities = MigrationActivities(engine, settings)
     return Worker(
         client,

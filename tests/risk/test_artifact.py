@@ -114,6 +114,6 @@ def test_the_worker_scorer_loads_a_signed_artifact_and_refuses_a_tampered_one(sm
 
 def test_without_an_artifact_the_worker_uses_the_builtin_model_or_the_rules() -> None:
     builtin = scorer_from(Settings(risk_model_path=None))
-    assert builtin.model is not None and builtin.model_version == "builtin-sim-1"
+    assert builtin.model is not None and builtin.model_version == "builtin-sim-2"
     rules_only = scorer_from(Settings(risk_model_path=None, risk_builtin_model=False))
     assert rules_only.model is None

@@ -90,3 +90,30 @@ def test_the_fast_paths_equal_sklearn(small_model: RiskModel, fresh: list) -> No
 def test_simulation_is_reproducible_by_seed() -> None:
     assert simulate(7, 300) == simulate(7, 300)
     assert simulate(7, 300) != simulate(8, 300)
+
+
+def test_a_heavy_spenders_quick_second_auto_recharge_passes(small_model: RiskModel) -> None:
+    """The CI false positive: a wallet created minutes ago, auto-recharged 4,500 once, spent
+    9,000 since, and the policy charges the usual 4,500 again within the hour. It used to look
+    like top-up-then-dispute; auto-recharges are now part of normal traffic and a feature."""
+    second = RiskFeatures(amount=4500, succeeded_count=1, largest_succeeded_amount=4500, started_last_hour=1,
+                          failed_last_24h=0, median_succeeded_amount=4500, started_last_24h=1, account_age_h=0.02,
+                          spend_24h=9000, spend_daily_baseline=0, usage_to_topup=2.0, hour_of_day=20, auto_recharge=1)
+    result = CombinedScorer(small_model).score(second)
+    assert (result.decision, result.reasons) == ("approve", []), result
+    assert result.features["auto_recharge"] == 1
+    # A leaked key keeps auto-recharging too: usage many times an established baseline is still caught.
+    leaked = RiskFeatures(amount=4500, succeeded_count=40, largest_succeeded_amount=6000, started_last_hour=2,
+                          failed_last_24h=0, median_succeeded_amount=4500, started_last_24h=8, account_age_h=24 * 300,
+                          spend_24h=90_000, spend_daily_baseline=900, usage_to_topup=0.97, hour_of_day=3,
+                          auto_recharge=1)
+    assert CombinedScorer(small_model).score(leaked).decision != "approve"
+
+
+def test_simulated_normal_traffic_includes_auto_recharges_that_pass(small_model: RiskModel, fresh: list) -> None:  # type: ignore[type-arg]
+    recharges = [f for f, label in fresh if label == NORMAL and f.auto_recharge]
+    assert len(recharges) >= 300
+    scorer = CombinedScorer(small_model)
+    approved = sum(scorer.score(f).decision == "approve" for f in recharges) / len(recharges)
+    assert approved >= 0.98
+    assert sum(f.started_last_hour >= 1 for f in recharges) >= 50  # some within the hour

@@ -42,7 +42,7 @@ async def test_a_paid_top_up_is_scored_by_the_model_with_its_features_recorded(s
     assert done.status == "succeeded" and done.risk_decision == "approve"
     card, stored = await _stored(stack, top_up["id"])
     assert card == fingerprint(number)  # asked from Stripe when the payment was scored
-    assert stored["model_version"] == "builtin-sim-1"
+    assert stored["model_version"] == "builtin-sim-2"
     assert stored["features"]["amount"] == 1500 and stored["features"]["succeeded_count"] == 0
     assert stored["features"]["card_customers"] == 0
 
@@ -62,7 +62,7 @@ async def test_one_card_paying_for_many_new_accounts_goes_to_review_with_reasons
     listed = next(t for t in queue if t["id"] == top_up["id"])
     risk = listed["risk"]
     assert risk["score"] >= stack.settings.risk_model_review_score
-    assert risk["features"]["card_customers"] == 3 and risk["model_version"] == "builtin-sim-1"
+    assert risk["features"]["card_customers"] == 3 and risk["model_version"] == "builtin-sim-2"
     assert any("fake account" in text for text in risk["explanations"])
     assert any(text.startswith("card_customers = 3") for text in risk["explanations"])
     rejected = await stack.http.post(f"/v1/reviews/{top_up['id']}/reject")

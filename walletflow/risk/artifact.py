@@ -2,7 +2,9 @@
 
 An artifact is a directory ``risk-model-<version>/`` with two files:
 
-* ``model.joblib``: the pickled :class:`walletflow.risk.model.RiskModel` (joblib);
+* ``model.joblib``: the pickled :class:`walletflow.risk.model.RiskModel` (joblib), with its usage
+  section (:class:`walletflow.risk.usage_model.UsageModel`, ``RiskModel.usage``) inside it, so
+  the one hash and the one signature cover the credit and the usage model alike;
 * ``manifest.json``: format, version, created_at, feature names, labels, thresholds it was
   evaluated with, scikit-learn version, training summary, the SHA-256 of ``model.joblib`` and an
   HMAC-SHA256 ``signature`` over all of that with ``WALLETFLOW_RISK_MODEL_SIGNING_KEY``.
@@ -13,6 +15,12 @@ equals the one pinned in ``WALLETFLOW_RISK_MODEL_SHA256``), then the model file'
 against the manifest, then the scikit-learn version. Only then does joblib read the bytes that
 were hashed (the same bytes in memory, so the file cannot change between check and use). Any
 failure raises :class:`ArtifactRefused` and nothing is unpickled.
+
+Artifacts made before the usage model existed (no ``usage_feature_names`` in the manifest, no
+usage section in the model) still load: :func:`load` returns them with ``usage`` None, and the
+worker then scores usage with the built-in usage model (trained from simulated periods at start)
+and logs a warning to retrain (see :mod:`walletflow.risk.scoring`). A usage section whose
+features differ from what this version computes is refused like the credit model's.
 """
 
 from __future__ import annotations
@@ -78,6 +86,11 @@ def save(
         "model_file": MODEL_FILE,
         "sha256": digest,
         "training": model.training,
+        **(
+            {"usage_feature_names": list(model.usage.feature_names), "usage_labels": list(model.usage.labels),
+             "usage_training": model.usage.training}
+            if model.usage is not None else {}
+        ),
         **(extra or {}),
     }
     if signing_key:
@@ -143,4 +156,14 @@ def load(path: Path | str, signing_key: str | None = None, pinned_sha256: str | 
         raise ArtifactRefused(f"{path}: the model's features differ from its manifest")
     if list(model.feature_names) != list(MODEL_FEATURES):
         raise ArtifactRefused(f"{path} was trained on other features than this version computes: retrain it")
+    usage = getattr(model, "usage", None)
+    if usage is not None:
+        from walletflow.risk.usage_model import USAGE_MODEL_FEATURES, UsageModel
+
+        if not isinstance(usage, UsageModel):
+            raise ArtifactRefused(f"{path}: the usage section is not a UsageModel")
+        if list(usage.feature_names) != list(manifest.get("usage_feature_names", [])):
+            raise ArtifactRefused(f"{path}: the usage model's features differ from its manifest")
+        if list(usage.feature_names) != list(USAGE_MODEL_FEATURES):
+            raise ArtifactRefused(f"{path}: the usage model was trained on other features than this version computes: retrain it")
     return model.prepare(), manifest

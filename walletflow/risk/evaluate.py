@@ -4,12 +4,16 @@ A payment counts as *caught* when the scorer does not approve it (review or reje
 the money before it is credited. For one attack type, precision and ROC-AUC are computed on that
 attack's rows plus all the normal rows (so each type faces every false alarm); "overall" takes
 every attack against the normal rows. The score used for ROC-AUC is the scorer's 0-100 score.
+
+Usage periods (:func:`usage_report`) are measured the same way: a period is *caught* when the
+usage scorer does not approve it (settlement then freezes the wallet pending review), per usage
+attack scenario, plus how many honest periods of each normal scenario were frozen.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sklearn.metrics import roc_auc_score
 
@@ -48,6 +52,23 @@ class Report:
             and self.overall.recall >= TARGET_RECALL
             and all(m.recall >= TARGET_RECALL_PER_ATTACK for m in self.per_attack)
         )
+
+
+@dataclass(frozen=True)
+class UsageReport(Report):
+    #: Per normal scenario: (periods, frozen).
+    per_normal: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+def usage_report(rows: Sequence[tuple[object, str, str]], results: Sequence[RiskResult]) -> UsageReport:
+    """Metrics of usage periods (features, label, scenario) and the usage scorer's results."""
+    base = report([(f, label) for f, label, _ in rows], results)  # type: ignore[misc]
+    per_normal: dict[str, tuple[int, int]] = {}
+    for (_, label, scenario), result in zip(rows, results, strict=True):
+        if label == NORMAL:
+            periods, frozen = per_normal.get(scenario, (0, 0))
+            per_normal[scenario] = (periods + 1, frozen + (result.decision != "approve"))
+    return UsageReport(base.per_attack, base.overall, base.normal_approved, dict(sorted(per_normal.items())))
 
 
 def score_all(scorer: Scorer, rows: Sequence[Row], progress: Callable[[int], None] | None = None) -> list[RiskResult]:

@@ -23,12 +23,18 @@ the moment a paid top-up is scored (``now``); amounts in minor units of the top-
 ``usage_to_topup``            usage spend / paid top-ups, both over the last 90 days (0 without
                               top-ups): bounded so a busy customer's scoring does not scan years
 ``hour_of_day``               UTC hour (0-23) at scoring time
+``auto_recharge``             1 when the top-up is an auto-recharge charge (its ``workflow_id`` is
+                              the wallet's recharge workflow, :data:`AUTO_RECHARGE_PREFIX`): an
+                              off-session charge of the saved card, sized by the policy to reach
+                              its target, so repeated quick charges of the usual amount during
+                              heavy usage are what such a wallet normally looks like; 0 when the
+                              customer started the payment
 ============================  ===================================================================
 
 The model sees them through :func:`vector` (:data:`MODEL_FEATURES`): logs of amounts and ages so
 that a $5 and a $5,000 customer are compared by ratio, the amount as a ratio to the customer's
 own median, spend velocity as the ratio of the last day to the baseline, refund rate, and the
-hour as a point on a circle (23:00 is next to 00:00).
+hour as a point on a circle (23:00 is next to 00:00), and ``auto_recharge`` as is.
 """
 
 from __future__ import annotations
@@ -65,6 +71,10 @@ MEDIAN_WINDOW = 100
 #: The window of the usage-to-top-up ratio.
 RATIO_DAYS = 90
 
+#: The recharge workflow id's prefix (``walletflow.recharge.contracts.recharge_workflow_id``):
+#: a top-up row with such a ``workflow_id`` is an auto-recharge charge.
+AUTO_RECHARGE_PREFIX = "auto-recharge-"
+
 #: The raw feature names, in the order of :class:`RiskFeatures` (CSV columns, stored JSON).
 RAW_FEATURES: tuple[str, ...] = tuple(f.name for f in fields(RiskFeatures))
 
@@ -88,6 +98,7 @@ MODEL_FEATURES: tuple[str, ...] = (
     "usage_to_topup",
     "hour_sin",
     "hour_cos",
+    "auto_recharge",
 )
 
 
@@ -114,6 +125,7 @@ def vector(f: RiskFeatures) -> list[float]:
         float(f.usage_to_topup),
         math.sin(hour),
         math.cos(hour),
+        float(f.auto_recharge),
     ]
 
 
@@ -218,6 +230,7 @@ async def topup_features(
         spend_daily_baseline=spend_before // BASELINE_DAYS,
         usage_to_topup=round(float(spend_total) / float(paid_total), 4) if paid_total else 0.0,
         hour_of_day=now.hour,
+        auto_recharge=int(str(top_up.workflow_id or "").startswith(AUTO_RECHARGE_PREFIX)),
     )
 
 

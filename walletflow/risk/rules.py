@@ -48,6 +48,9 @@ class RiskFeatures:
     usage_to_topup: float = 0.0
     #: Hour of day (UTC, 0-23) when the payment was scored.
     hour_of_day: int = 12
+    #: 1 when the payment is an auto-recharge (an off-session charge of the saved card that the
+    #: wallet's recharge policy made), 0 when the customer started it.
+    auto_recharge: int = 0
 
 
 @dataclass(frozen=True)

@@ -45,11 +45,13 @@ def _hour(rng: np.random.Generator, night_bias: float = 0.0) -> int:
     """Customers top up mostly by day (UTC here, so every hour happens); attackers lean to night."""
     if rng.random() < night_bias:
         return int(rng.integers(0, 6))
-    return int(rng.choice(24, p=_DAY_WEIGHTS))
+    # Inverse CDF: the same distribution as rng.choice(24, p=...), at a fraction of its cost.
+    return min(23, int(np.searchsorted(_DAY_CDF, rng.random(), side="right")))
 
 
 _DAY_WEIGHTS = np.array([2, 1.5, 1, 1, 1, 1.5, 2, 3, 4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 4.5, 4, 3.5, 3], dtype=float)
 _DAY_WEIGHTS /= _DAY_WEIGHTS.sum()
+_DAY_CDF = np.cumsum(_DAY_WEIGHTS)
 
 
 def _amount_near(rng: np.random.Generator, median: int, spread: float = 0.35) -> int:
@@ -60,12 +62,55 @@ def _history(rng: np.random.Generator, count: int, median: int) -> tuple[int, in
     """(median, largest) of ``count`` earlier top-ups around ``median``."""
     if count == 0:
         return 0, 0
-    amounts = [_amount_near(rng, median) for _ in range(count)]
-    return int(np.median(amounts)), max(amounts)
+    # One vectorised draw (as _amount_near, count times): the built-in model simulates at every
+    # worker start, and a Python loop of draws per row was most of that time.
+    amounts = np.maximum(100, np.round(median * rng.lognormal(0.0, 0.35, size=count), -2)).astype(np.int64)
+    return int(np.median(amounts)), int(amounts.max())
+
+
+#: Share of normal top-ups that are auto-recharge charges.
+AUTO_RECHARGE_SHARE = 0.15
+
+
+def auto_recharge(rng: np.random.Generator) -> RiskFeatures:
+    """An honest auto-recharge: the policy charges the saved card off-session, sized to bring the
+    balance back to its target, so each charge is about the customer's usual amount. A heavy
+    spender triggers several a day, some within the hour, and spends what was loaded in between
+    (usage can exceed the paid top-ups: a starting grant, a promotion). New customers too: a
+    wallet set up this morning that runs a big job at once has no spend baseline yet."""
+    new = rng.random() < 0.3
+    usual = int(rng.choice(_TYPICAL_AMOUNTS))
+    count = int(rng.integers(0, 6)) if new else int(rng.integers(2, 200))
+    med, largest = _history(rng, count, usual)
+    amount = _amount_near(rng, med or usual, 0.15)
+    recent = int(rng.integers(0, min(count, 8) + 1)) if count else 0
+    spent = int(amount * (recent + 1) * rng.uniform(0.7, 1.4))
+    baseline = 0 if new else max(1, int(spent / rng.lognormal(0.4, 0.6)))
+    return RiskFeatures(
+        amount=amount,
+        succeeded_count=count,
+        largest_succeeded_amount=largest,
+        started_last_hour=min(recent, int(rng.choice([0, 1, 1, 2]))),
+        failed_last_24h=int(rng.random() < 0.05),
+        median_succeeded_amount=med,
+        started_last_24h=recent,
+        account_age_h=float(rng.uniform(0.05, 24)) if new else float(24 * rng.uniform(2, 1000)),
+        card_customers=int(rng.random() < 0.03),
+        refunds=int(rng.random() < 0.05),
+        disputes=0,
+        spend_24h=spent,
+        spend_daily_baseline=baseline,
+        usage_to_topup=round(float(rng.uniform(0.8, 2.5) if new else rng.uniform(0.8, 1.2)), 3),
+        hour_of_day=_hour(rng),
+        auto_recharge=1,
+    )
 
 
 def normal(rng: np.random.Generator) -> RiskFeatures:
-    """An honest customer: new (first top-ups, minutes after signing up) or established."""
+    """An honest customer: new (first top-ups, minutes after signing up), established, or an
+    auto-recharge charge (:func:`auto_recharge`)."""
+    if rng.random() < AUTO_RECHARGE_SHARE:
+        return auto_recharge(rng)
     if rng.random() < 0.3:
         count = int(rng.choice([0, 0, 0, 1, 2]))
         median_hint = int(rng.choice(_TYPICAL_AMOUNTS[:5]))
@@ -80,7 +125,9 @@ def normal(rng: np.random.Generator) -> RiskFeatures:
             median_succeeded_amount=med,
             started_last_24h=count + int(rng.random() < 0.2),
             account_age_h=float(rng.lognormal(-1.0, 1.5)),
-            card_customers=int(rng.random() < 0.03),
+            # Mostly their own card; now and then a colleague's company card that a few team
+            # members signed up with (not every platform allowlists its customers' team cards).
+            card_customers=int(rng.choice(4, p=[0.97, 0.024, 0.005, 0.001])),
             refunds=0,
             disputes=0,
             spend_24h=spend,
@@ -289,6 +336,7 @@ def leaked_key(rng: np.random.Generator) -> RiskFeatures:
         spend_daily_baseline=baseline,
         usage_to_topup=round(float(rng.uniform(0.9, 1.0)), 3),
         hour_of_day=_hour(rng),
+        auto_recharge=int(rng.random() < 0.8),  # mostly the policy's own charges
     )
 
 

@@ -22,9 +22,15 @@ Features (from ``usage_events``, by ``occurred_at``; amounts in minor units of `
 ``history_days``        days between the customer's first usage event and the period start
 ``topups``              paid top-ups (all kinds, auto-recharge included) created in the period
 ``hour_of_day``         UTC hour of the period's busiest hour of spend
+``odd_hour_share``      share (0-1) of the period's spend made in UTC hours of the day in which
+                        the customer had no usage at all in the trailing window (the latest
+                        ``MAX_BASELINE_HOURS_EVENTS`` events of it): a leaked key is used when the
+                        customer sleeps. 0 without a baseline (nothing is odd for a new customer)
 ======================  =========================================================================
 
-Scoring is explicit and explainable (a spike is defined against the customer's own baseline):
+:func:`score_usage` is the explicit rules check. The trained usage model
+(:mod:`walletflow.risk.usage_model`) scores the same features; settlement takes the stricter of
+the two. Rules: scoring is explicit and explainable (a spike is defined against the customer's own baseline):
 spend at or over ``review_ratio`` times the baseline is review, at or over ``reject_ratio`` is
 reject; event-rate spikes, never-seen models and repeated top-ups add weight. A customer with less
 than ``min_history_days`` of usage has no baseline and is not scored on ratios (a new customer's
@@ -54,6 +60,8 @@ top_ups = cast(Table, TopUp.__table__)
 
 #: Bound on the distinct models read per window (a customer never uses more in practice).
 MAX_MODELS = 500
+#: Bound on the trailing window's events read to learn the customer's usual hours.
+MAX_BASELINE_HOURS_EVENTS = 5_000
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,8 @@ class UsageFeatures:
     history_days: float
     topups: int
     hour_of_day: int
+    #: Share of the period's spend in hours the customer never used in the trailing window.
+    odd_hour_share: float = 0.0
 
     @property
     def spend_ratio(self) -> float:
@@ -136,6 +146,15 @@ async def usage_features(
         .order_by(usage_events.c.amount.desc()).limit(1000)
     )).all():
         busiest[occurred_at.hour] += int(amount)
+    usual_hours = {at.hour for at in (await conn.execute(
+        select(usage_events.c.occurred_at).where(mine, in_baseline)
+        .order_by(usage_events.c.occurred_at.desc()).limit(MAX_BASELINE_HOURS_EVENTS)
+    )).scalars()}
+    period_total = sum(busiest.values())
+    odd_hour_share = (
+        sum(v for hour, v in busiest.items() if hour not in usual_hours) / period_total
+        if usual_hours and period_total > 0 else 0.0
+    )
 
     topups = (await conn.execute(
         select(func.count()).where(
@@ -163,6 +182,7 @@ async def usage_features(
         history_days=round(history_days, 3),
         topups=int(topups),
         hour_of_day=busiest.most_common(1)[0][0] if busiest else period_end.hour,
+        odd_hour_share=round(odd_hour_share, 4),
     )
 
 

@@ -8,8 +8,9 @@ The step is three separate parts so the scorer can be swapped without touching t
    and a trailing baseline);
 2. a :class:`UsageScorer` (``score_usage(usage) -> decisions``) decides; :class:`SpikeRules` is
    the ledger-spend rules check, and :func:`risk_flags` adds the risk module's usage scorer
-   (``walletflow.risk.usage``: usage events against the customer's own baseline); either can
-   freeze (:func:`combine`);
+   (:class:`walletflow.risk.usage_model.UsageRiskScorer`: the trained usage model the worker
+   loaded, plus the usage rules of ``walletflow.risk.usage``, on usage events against the
+   customer's own baseline); either can freeze (:func:`combine`);
 3. :func:`apply_decisions` freezes the flagged wallets (``Ledger.freeze``), records a
    :class:`~walletflow.settlement.models.UsageReview` and emits ``wallet.frozen`` and
    ``review.required``, once per customer and period however often it runs.
@@ -30,7 +31,8 @@ from walletflow.db.engine import in_transaction
 from walletflow.ledger import repository as ledger_repo
 from walletflow.ledger.repository import _insert_ignore
 from walletflow.ledger.service import Ledger
-from walletflow.risk.usage import UsageThresholds, score_usage, usage_features
+from walletflow.risk.usage import UsageThresholds, usage_features
+from walletflow.risk.usage_model import UsageRiskScorer
 from walletflow.settlement.contracts import UsageFlag
 from walletflow.settlement.models import UsageReview
 from walletflow.settlement.periods import Period
@@ -119,19 +121,23 @@ class SpikeRules:
 
 
 async def risk_flags(
-    engine: AsyncEngine, period: Period, usage: Sequence[CustomerUsage], thresholds: UsageThresholds
+    engine: AsyncEngine, period: Period, usage: Sequence[CustomerUsage],
+    scorer: UsageRiskScorer | UsageThresholds,
 ) -> dict[uuid.UUID, UsageDecision]:
-    """The risk module's usage scorer (``walletflow.risk.usage``: the period's usage events
-    against the customer's own trailing baseline, event rate, never-used models, repeated
-    top-ups) for every customer who spent in the period; the ones it flags (review or reject).
+    """The risk module's usage scorer (model plus rules: the period's usage events against the
+    customer's own trailing baseline, event rate, never-used models, odd hours, repeated top-ups)
+    for every customer who spent in the period; the ones it flags (review or reject). Given bare
+    ``UsageThresholds``, the usage rules alone.
 
     One read per (customer, asset) that spent in the period: settlement runs once a period."""
+    if isinstance(scorer, UsageThresholds):
+        scorer = UsageRiskScorer(None, scorer)
     flagged: dict[uuid.UUID, UsageDecision] = {}
     async with engine.connect() as conn:
         for customer in usage:
             for asset in customer.assets:
                 features = await usage_features(conn, customer.customer_id, asset.asset, period.start, period.end)
-                result = score_usage(features, thresholds)
+                result = scorer.score(features)
                 prior = flagged.get(customer.customer_id)
                 if result.decision != "approve" and (prior is None or result.score > prior.score):
                     reasons = tuple(f"{asset.asset}: {why}" for why in result.explanations)
