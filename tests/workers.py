@@ -4,6 +4,7 @@ WALLETFLOW_* variables (as in production), on a task queue of the test's own."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import signal
@@ -24,18 +25,19 @@ REPO = Path(__file__).resolve().parents[1]
 LINE_TIMEOUT_S = 120
 
 
-#: The built-in risk model, trained once per test session and saved as a signed artifact, so
-#: that each spawned worker loads it in a moment instead of training its own (~10 s each).
+#: The built-in risk models (credit and usage), trained once per test session and saved as a
+#: signed artifact, so that each spawned worker loads them in a moment instead of training its own.
 _risk_model_env: dict[str, str] = {}
 
 
 async def risk_model_env() -> dict[str, str]:
     if not _risk_model_env:
         from walletflow.risk.artifact import save
-        from walletflow.risk.scoring import builtin_model
+        from walletflow.risk.scoring import builtin_model, builtin_usage_model
 
         key = uuid.uuid4().hex
-        model = await asyncio.to_thread(builtin_model)
+        model = copy.copy(await asyncio.to_thread(builtin_model))  # the cached one stays as it is
+        model.usage = await asyncio.to_thread(builtin_usage_model)  # one artifact holds both
         path = save(model, Path(tempfile.mkdtemp(prefix="walletflow-test-risk-")), key)
         _risk_model_env.update(WALLETFLOW_RISK_MODEL_PATH=str(path), WALLETFLOW_RISK_MODEL_SIGNING_KEY=key)
     return _risk_model_env
