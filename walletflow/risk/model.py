@@ -52,8 +52,66 @@ class TrainParams:
     threads: int | None = 1
 
 
+class FastScoring:
+    """Single-row scoring for a classifier plus a novelty forest (the credit model and the usage
+    model): both are flattened once per process into plain arrays (``_flat``), never pickled."""
+
+    classifier: HistGradientBoostingClassifier
+    novelty: IsolationForest
+    _flat: Any
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_flat"] = None  # rebuilt after loading; never part of the artifact
+        return state
+
+    def _flatten(self) -> tuple[_FlatBoosting, _FlatForest]:
+        if self._flat is None:
+            self._flat = (_FlatBoosting(self.classifier), _FlatForest(self.novelty))
+        return self._flat  # type: ignore[no-any-return]
+
+    def probabilities(self, x: Sequence[float]) -> dict[str, float]:
+        """Class probabilities, equal to the classifier's ``predict_proba`` for this row."""
+        boosting = self._flatten()[0]
+        return dict(zip(boosting.classes, boosting.proba(x).tolist(), strict=True))
+
+    def novelty_score(self, x: Sequence[float]) -> float:
+        return float(self._flatten()[1].anomaly_score(x))
+
+
+def fit(
+    x: np.ndarray, y: np.ndarray, params: TrainParams, novelty_quantile: float
+) -> tuple[HistGradientBoostingClassifier, IsolationForest, float, list[str], dict[str, int]]:
+    """The classifier on all rows and the novelty forest on the normal ones; returns them, the
+    novelty threshold (that quantile of normal rows' anomaly scores), the labels and their counts."""
+    labels = sorted(set(y.tolist()))
+    if NORMAL not in labels or len(labels) < 2:
+        raise ValueError("training needs normal rows and at least one kind of attack")
+    # Attacks are rare: weigh each class equally so the rare ones are not ignored.
+    counts = {label: int((y == label).sum()) for label in labels}
+    weights = np.asarray([len(y) / (len(labels) * counts[label]) for label in y])
+    classifier = HistGradientBoostingClassifier(
+        max_iter=params.max_iter, learning_rate=params.learning_rate, max_leaf_nodes=params.max_leaf_nodes,
+        early_stopping=False, random_state=params.random_state,
+    )
+    with threadpool_limits(params.threads):
+        classifier.fit(x, y, sample_weight=weights)
+
+    normal_x = x[y == NORMAL]
+    novelty = IsolationForest(
+        n_estimators=params.novelty_trees, max_samples=min(256, len(normal_x)), random_state=params.random_state
+    ).fit(normal_x)
+    threshold = float(np.quantile(-novelty.score_samples(normal_x), novelty_quantile))
+    return classifier, novelty, threshold, labels, counts
+
+
+def normal_ranges(raw: np.ndarray, names: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """Per raw feature of the normal rows, (median, 99th percentile), to explain scores."""
+    return {name: (float(np.median(raw[:, i])), float(np.quantile(raw[:, i], 0.99))) for i, name in enumerate(names)}
+
+
 @dataclass
-class RiskModel:
+class RiskModel(FastScoring):
     """What an artifact holds: the classifier, the novelty forest, and what normal looks like."""
 
     classifier: HistGradientBoostingClassifier
@@ -71,59 +129,26 @@ class RiskModel:
     #: (unpickling such an artifact finds this class default).
     usage: Any = None
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_flat"] = None  # rebuilt after loading; never part of the artifact
-        return state
-
     def prepare(self) -> RiskModel:
-        """Flatten the forests for fast single-row scoring (done once per process)."""
-        if self._flat is None:
-            self._flat = (_FlatBoosting(self.classifier), _FlatForest(self.novelty))
+        self._flatten()
         if self.usage is not None:
             self.usage.prepare()
         return self
 
     def fraud_probabilities(self, x: Sequence[float]) -> dict[str, float]:
-        """Class probabilities, equal to the classifier's ``predict_proba`` for this row."""
-        boosting: _FlatBoosting = self.prepare()._flat[0]
-        return dict(zip(boosting.classes, boosting.proba(x).tolist(), strict=True))
-
-    def novelty_score(self, x: Sequence[float]) -> float:
-        return float(self.prepare()._flat[1].anomaly_score(x))
+        return self.probabilities(x)
 
 
 def train(rows: Sequence[Row], params: TrainParams | None = None) -> RiskModel:
     """Fit the classifier on all rows and the novelty forest on the normal ones."""
     params = params or TrainParams()
-    labels = sorted({label for _, label in rows})
-    if NORMAL not in labels or len(labels) < 2:
-        raise ValueError("training needs normal rows and at least one kind of attack")
     x = np.asarray([vector(f) for f, _ in rows], dtype=float)
     y = np.asarray([label for _, label in rows])
-    # Attacks are rare: weigh each class equally so the rare ones are not ignored.
-    counts = {label: int((y == label).sum()) for label in labels}
-    weights = np.asarray([len(y) / (len(labels) * counts[label]) for label in y])
-    classifier = HistGradientBoostingClassifier(
-        max_iter=params.max_iter, learning_rate=params.learning_rate, max_leaf_nodes=params.max_leaf_nodes,
-        early_stopping=False, random_state=params.random_state,
-    )
-    with threadpool_limits(params.threads):
-        classifier.fit(x, y, sample_weight=weights)
-
-    normal_x = x[y == NORMAL]
-    novelty = IsolationForest(
-        n_estimators=params.novelty_trees, max_samples=min(256, len(normal_x)), random_state=params.random_state
-    ).fit(normal_x)
-    threshold = float(np.quantile(-novelty.score_samples(normal_x), NOVELTY_QUANTILE))
-
+    classifier, novelty, threshold, labels, counts = fit(x, y, params, NOVELTY_QUANTILE)
     # getattr, not dataclasses.asdict: asdict deep-copies every row and dominated training time.
     raw = np.asarray([[float(getattr(f, name)) for name in RAW_FEATURES] for f, label in rows if label == NORMAL])
-    ranges = {
-        name: (float(np.median(raw[:, i])), float(np.quantile(raw[:, i], 0.99))) for i, name in enumerate(RAW_FEATURES)
-    }
     return RiskModel(
-        classifier, novelty, threshold, labels, ranges,
+        classifier, novelty, threshold, labels, normal_ranges(raw, RAW_FEATURES),
         training={"rows": len(rows), "class_counts": counts, "params": asdict(params)},
     ).prepare()
 
@@ -134,6 +159,28 @@ class ModelThresholds:
 
     review_score: int = 50
     reject_score: int = 98
+
+
+def verdict(
+    model: RiskModel | Any, x: Sequence[float], t: ModelThresholds, *, subject: str, harm: str,
+    unusual: tuple[str, str],
+) -> tuple[int, Decision, list[str], list[str]]:
+    """A model's score (100 x the probability of not normal), decision and reasons for one row:
+    the likeliest attack when it is not approved, else ``unusual`` (reason, explanation) when the
+    row is unlike the normal rows the model was trained on (nothing labelled, but a human should
+    look)."""
+    proba = model.probabilities(x)
+    p_harm = 1.0 - proba.get(NORMAL, 0.0)
+    score = min(100, int(math.floor(100 * p_harm)))
+    decision: Decision = "reject" if score >= t.reject_score else "review" if score >= t.review_score else "approve"
+    if decision != "approve":
+        attack = max((p, label) for label, p in proba.items() if label != NORMAL)[1]
+        return score, decision, [f"model_{attack}"], [
+            f"{subject} puts the chance of {harm} at {p_harm:.2f}; it looks most like {attack.replace('_', ' ')}"
+        ]
+    if model.novelty_score(x) > model.novelty_threshold:
+        return max(score, t.review_score), "review", [unusual[0]], [unusual[1]]
+    return score, decision, [], []
 
 
 class CombinedScorer:
@@ -169,26 +216,10 @@ class CombinedScorer:
 
     def _model_verdict(self, features: RiskFeatures) -> tuple[int, Decision, list[str], list[str]]:
         assert self.model is not None
-        t = self.thresholds
-        x = vector(features)
-        proba = self.model.fraud_probabilities(x)
-        p_fraud = 1.0 - proba.get(NORMAL, 0.0)
-        score = min(100, int(math.floor(100 * p_fraud)))
-        decision: Decision = "reject" if score >= t.reject_score else "review" if score >= t.review_score else "approve"
-        reasons: list[str] = []
-        explanations: list[str] = []
-        if decision != "approve":
-            attack = max((p, label) for label, p in proba.items() if label != NORMAL)[1]
-            reasons.append(f"model_{attack}")
-            explanations.append(
-                f"the model puts the chance of fraud at {p_fraud:.2f}; it looks most like {attack.replace('_', ' ')}"
-            )
-        elif self.model.novelty_score(x) > self.model.novelty_threshold:
-            # Nothing we have labels for, but unlike normal traffic: a human should look.
-            decision = "review"
-            score = max(score, t.review_score)
-            reasons.append("unusual_pattern")
-            explanations.append("this payment is unlike 99.8% of normal traffic the model was trained on")
+        score, decision, reasons, explanations = verdict(
+            self.model, vector(features), self.thresholds, subject="the model", harm="fraud",
+            unusual=("unusual_pattern", "this payment is unlike 99.8% of normal traffic the model was trained on"),
+        )
         if decision != "approve":
             explanations += self._outliers(features)
         return score, decision, reasons, explanations

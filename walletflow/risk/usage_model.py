@@ -34,9 +34,15 @@ from typing import Any
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier, IsolationForest
-from threadpoolctl import threadpool_limits
 
-from walletflow.risk.model import ModelThresholds, TrainParams, _FlatBoosting, _FlatForest
+from walletflow.risk.model import (
+    FastScoring,
+    ModelThresholds,
+    TrainParams,
+    fit,
+    normal_ranges,
+    verdict,
+)
 from walletflow.risk.rules import Decision, RiskResult
 from walletflow.risk.usage import UsageFeatures, UsageThresholds, score_usage
 from walletflow.risk.usage_simulate import CSV_FEATURES, NORMAL, UsageRow
@@ -89,7 +95,7 @@ def usage_vector(f: UsageFeatures) -> list[float]:
 
 
 @dataclass
-class UsageModel:
+class UsageModel(FastScoring):
     """The usage section of a risk artifact (pickled with the credit model, same hash and HMAC)."""
 
     classifier: HistGradientBoostingClassifier
@@ -102,51 +108,20 @@ class UsageModel:
     training: dict[str, Any] = field(default_factory=dict)
     _flat: Any = field(default=None, repr=False, compare=False)
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_flat"] = None  # rebuilt after loading; never part of the artifact
-        return state
-
     def prepare(self) -> UsageModel:
-        if self._flat is None:
-            self._flat = (_FlatBoosting(self.classifier), _FlatForest(self.novelty))
+        self._flatten()
         return self
-
-    def probabilities(self, x: Sequence[float]) -> dict[str, float]:
-        boosting: _FlatBoosting = self.prepare()._flat[0]
-        return dict(zip(boosting.classes, boosting.proba(x).tolist(), strict=True))
-
-    def novelty_score(self, x: Sequence[float]) -> float:
-        return float(self.prepare()._flat[1].anomaly_score(x))
 
 
 def train_usage(rows: Sequence[UsageRow], params: TrainParams | None = None) -> UsageModel:
     """Fit the classifier on all periods and the novelty forest on the normal ones."""
     params = params or TrainParams()
-    labels = sorted({label for _, label, _ in rows})
-    if NORMAL not in labels or len(labels) < 2:
-        raise ValueError("usage training needs normal periods and at least one kind of attack")
     x = np.asarray([usage_vector(f) for f, _, _ in rows], dtype=float)
     y = np.asarray([label for _, label, _ in rows])
-    counts = {label: int((y == label).sum()) for label in labels}
-    weights = np.asarray([len(y) / (len(labels) * counts[label]) for label in y])
-    classifier = HistGradientBoostingClassifier(
-        max_iter=params.max_iter, learning_rate=params.learning_rate, max_leaf_nodes=params.max_leaf_nodes,
-        early_stopping=False, random_state=params.random_state,
-    )
-    with threadpool_limits(params.threads):
-        classifier.fit(x, y, sample_weight=weights)
-    normal_x = x[y == NORMAL]
-    novelty = IsolationForest(
-        n_estimators=params.novelty_trees, max_samples=min(256, len(normal_x)), random_state=params.random_state
-    ).fit(normal_x)
-    threshold = float(np.quantile(-novelty.score_samples(normal_x), USAGE_NOVELTY_QUANTILE))
+    classifier, novelty, threshold, labels, counts = fit(x, y, params, USAGE_NOVELTY_QUANTILE)
     raw = np.asarray([[float(getattr(f, name)) for name in CSV_FEATURES] for f, label, _ in rows if label == NORMAL])
-    ranges = {
-        name: (float(np.median(raw[:, i])), float(np.quantile(raw[:, i], 0.99))) for i, name in enumerate(CSV_FEATURES)
-    }
     return UsageModel(
-        classifier, novelty, threshold, labels, ranges,
+        classifier, novelty, threshold, labels, normal_ranges(raw, CSV_FEATURES),
         training={"rows": len(rows), "class_counts": counts, "params": asdict(params)},
     ).prepare()
 
@@ -189,26 +164,10 @@ class UsageRiskScorer:
 
     def _model_verdict(self, features: UsageFeatures) -> tuple[int, Decision, list[str], list[str]]:
         assert self.model is not None
-        t = self.model_thresholds
-        x = usage_vector(features)
-        proba = self.model.probabilities(x)
-        p_abuse = 1.0 - proba.get(NORMAL, 0.0)
-        score = min(100, int(math.floor(100 * p_abuse)))
-        decision: Decision = "reject" if score >= t.reject_score else "review" if score >= t.review_score else "approve"
-        reasons: list[str] = []
-        explanations: list[str] = []
-        if decision != "approve":
-            attack = max((p, label) for label, p in proba.items() if label != NORMAL)[1]
-            reasons.append(f"model_{attack}")
-            explanations.append(
-                f"the usage model puts the chance of abuse at {p_abuse:.2f}; it looks most like "
-                f"{attack.replace('_', ' ')}"
-            )
-        elif self.model.novelty_score(x) > self.model.novelty_threshold:
-            decision = "review"
-            score = max(score, t.review_score)
-            reasons.append("unusual_usage")
-            explanations.append("this period's usage is unlike 99.9% of normal usage the model was trained on")
+        score, decision, reasons, explanations = verdict(
+            self.model, usage_vector(features), self.model_thresholds, subject="the usage model", harm="abuse",
+            unusual=("unusual_usage", "this period's usage is unlike 99.9% of normal usage the model was trained on"),
+        )
         if decision != "approve":
             explanations += self._context(features)
         return score, decision, reasons, explanations
