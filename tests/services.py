@@ -270,6 +270,12 @@ async def stack(
         topup_review_deadline_s=300,
         risk_review_amount=50_000,
         risk_reject_amount=900_000,
+        # The model alone may review here, never reject. Its features include the wall-clock hour
+        # of scoring, and a 60,000 first top-up of a minutes-old account scores 96-98 with the
+        # reject line at 98: the review tests failed or passed by the hour the suite ran (reject
+        # at 23:00-01:59 UTC, among others). Rejects in these tests come from the rules (900,000);
+        # tests/risk tests the model's own decisions on fixed features.
+        risk_model_reject_score=101,
         # Auto-recharge on a test clock: seconds instead of minutes and hours. The relay's short
         # runs let a test stop it (terminate its workflow) and know it is gone 2 s later.
         recharge_cooldown_s=4.0,

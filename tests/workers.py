@@ -58,6 +58,7 @@ async def spawn_worker(stack: Stack, task_queue: str, **extra_env: str) -> async
         # The same risk limits as the test stack (and its allowlisted shared test card).
         "WALLETFLOW_RISK_REVIEW_AMOUNT": str(stack.settings.risk_review_amount),
         "WALLETFLOW_RISK_REJECT_AMOUNT": str(stack.settings.risk_reject_amount),
+        "WALLETFLOW_RISK_MODEL_REJECT_SCORE": str(stack.settings.risk_model_reject_score),
         "WALLETFLOW_RISK_SHARED_CARD_ALLOWLIST": json.dumps(list(stack.settings.risk_shared_card_allowlist)),
         **extra_env,
     }
