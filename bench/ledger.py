@@ -1,16 +1,22 @@
 """Debit throughput of the ledger on PostgreSQL, next to a raw-SQL baseline from the same run.
 
 What is measured: successful ``Ledger.debit`` calls per second (amount 1, a fresh idempotency key
-each, wallets credited beforehand) with N concurrent clients, each on its own connection:
+each, wallets credited beforehand) with N concurrent clients (asyncio tasks) sharing one
+``Ledger`` and its engine, as the requests of one API process do:
 
-- one hot wallet with 1, 8 and 32 clients: every debit locks the same account row, so this is
-  the serialised path (the lock is held for the whole multi-statement transaction);
+- one hot wallet with 1, 8 and 32 clients: every debit locks the same account row until its
+  commit is on disk, so this is the serialised path;
 - 1,000 wallets with 32 clients, each debit to a random wallet: the spread-out path.
+
+On PostgreSQL, debits that arrive while others are being written go to the database together,
+one ``wf_debit_many`` statement and one commit per group (group commit,
+:mod:`walletflow.ledger.batching`): that is what lets the hot wallet beat one lock and one WAL
+flush per debit. With 1 client every debit is a group of one.
 
 Why a baseline: absolute rates depend on the machine and on whatever else it is running, so
 each scenario is repeated with the cheapest correct debit PostgreSQL can do, one autocommitted
 guarded ``UPDATE ... WHERE balance >= amount`` per debit over raw asyncpg, on the same database
-with the same concurrency. The ratio walletflow / baseline depends far less on the machine: it
+with the same concurrency, each client on its own connection. The ratio walletflow / baseline depends far less on the machine: it
 is what the hot-wallet target judges. The 1,000-wallet target is an absolute floor.
 
 Each scenario warms up briefly, then runs for a fixed time; its rate is the successful debits
@@ -178,7 +184,8 @@ async def measure(debits: Sequence[Debit], timing: Timing) -> tuple[float, int]:
 
 
 def ledger_debit(ledger: Ledger, wallets: Sequence[uuid.UUID]) -> Debit:
-    """A walletflow client: each call checks a connection out of the engine's pool."""
+    """A walletflow client: each call is one ``Ledger.debit`` (on PostgreSQL it joins the group
+    being formed, if any, and the group checks a connection out of the engine's hot-path pool)."""
 
     async def debit() -> bool:
         await ledger.debit(random.choice(wallets), ASSET, 1, f"bench-{uuid.uuid4().hex}")

@@ -41,6 +41,7 @@ from walletflow.errors import (
 )
 from walletflow.ledger import postings
 from walletflow.ledger import repository as repo
+from walletflow.ledger.batching import PendingDebit, debit_batcher
 from walletflow.ledger.postings import (
     ADJUSTMENTS,
     BREAKAGE,
@@ -508,15 +509,23 @@ class Ledger:
         counter: str,
         metadata: dict[str, Any],
     ) -> Posting:
-        """The PostgreSQL debit: ``wf_debit`` does the Python path's work in one statement."""
+        """The PostgreSQL debit: ``wf_debit`` does the Python path's work in one statement.
 
-        def call() -> Awaitable[Record]:
-            return repo.debit_function(
-                hot_path(self.engine), customer_id, asset, amount, key, digest, kind, counter, metadata,
-                self.clock(), uuid.uuid4(),
-            )
+        It goes with the debits that arrive alongside it, in one ``wf_debit_many`` statement and
+        commit (:mod:`walletflow.ledger.batching`); it runs alone through ``wf_debit`` when that
+        group could not settle it (a wallet used for the first time, a failed group).
+        """
+        pending = PendingDebit(customer_id, asset, amount, key, digest, kind, counter, metadata, uuid.uuid4())
+        row = await debit_batcher(self.engine, self.clock).debit(pending)
+        if row is None or not _settled(row, customer_id, amount, key):
 
-        row = await self._call_server_side(call, customer_id, asset, amount, key, counter=counter)
+            def call() -> Awaitable[Record]:
+                return repo.debit_function(
+                    hot_path(self.engine), customer_id, asset, amount, key, digest, kind, counter, metadata,
+                    self.clock(), uuid.uuid4(),
+                )
+
+            row = await self._call_server_side(call, customer_id, asset, amount, key, counter=counter)
         draws = tuple(Draw(uuid.UUID(g) if g else None, n) for g, n in row["draws"])
         return Posting(row["transaction_id"], key, amount, row["outcome"] == "replayed", draws=draws)
 
@@ -542,18 +551,8 @@ class Ledger:
                 if is_unique_violation_on_key(exc):
                     continue
                 raise
-            outcome = row["outcome"]
-            if outcome in ("ok", "replayed"):
+            if _settled(row, customer_id, amount, key):
                 return row
-            if outcome == "conflict":
-                raise _conflict(key)
-            if outcome == "frozen":
-                raise WalletFrozen(f"wallet of customer {customer_id} is frozen")
-            if outcome == "insufficient_funds":
-                available = row["available"]
-                raise InsufficientFunds(
-                    f"available {available} is short of {amount}", available=available, requested=amount
-                )
             await self._run(lambda conn: self._customer_account(conn, customer_id, asset))
             if counter is not None:
                 await self._run(lambda conn: self._system_account(conn, counter, asset))
@@ -877,6 +876,22 @@ def customer_info(row: Row[Any]) -> CustomerInfo:
 
 def _balance(row: Row[Any]) -> Balance:
     return Balance(row.id, row.asset, row.posted, row.held, row.overdraft_limit)
+
+
+def _settled(row: Record, customer_id: uuid.UUID, amount: int, key: str) -> bool:
+    """Whether a server-side debit or hold row is final (``ok`` or ``replayed``); raises the
+    typed error of a refusal; False when an account is missing (create it and call again)."""
+    outcome = row["outcome"]
+    if outcome in ("ok", "replayed"):
+        return True
+    if outcome == "conflict":
+        raise _conflict(key)
+    if outcome == "frozen":
+        raise WalletFrozen(f"wallet of customer {customer_id} is frozen")
+    if outcome == "insufficient_funds":
+        available = row["available"]
+        raise InsufficientFunds(f"available {available} is short of {amount}", available=available, requested=amount)
+    return False
 
 
 def _counted_debit(kind: str, posting: Posting) -> Posting:
