@@ -14,6 +14,7 @@ from temporalio.client import Client
 from walletflow import __version__
 from walletflow.api import problems
 from walletflow.api.deps import Services
+from walletflow.api.fast_paths import FastAuthorizations
 from walletflow.api.routers import (
     assets,
     authorizations,
@@ -91,6 +92,9 @@ def create_app(
     app.include_router(portal.pages)  # the billing portal: /portal/{signed token}
     app.mount("/portal-static", StaticFiles(directory=portal.STATIC_DIR), name="portal-static")
 
+    # The hottest route, served without FastAPI's routing (walletflow/api/fast_paths.py); inside
+    # RequestMetrics (added last, so outermost), which times it like any other route.
+    app.add_middleware(FastAuthorizations)
     # Observability: latency of every request by route template, and Prometheus' /metrics.
     app.add_middleware(RequestMetrics)
     if services.settings.metrics_enabled:

@@ -81,19 +81,24 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, TRANSIENT_STRIPE_ERRORS):
-            log.warning("Stripe unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
-            response = problem(503, "stripe_unavailable", "Stripe unavailable",
-                               "Stripe did not answer; send the same request again (same idempotency key)")
-            response.headers["Retry-After"] = "2"
-            return response
-        if database_unavailable(exc):
-            # Nothing was committed (a transaction either commits or is gone): the same request
-            # again is safe, and its idempotency key makes it so even if it was.
-            log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
-            response = problem(503, "database_unavailable", "Database unavailable",
-                               "the database could not be reached; send the same request again")
-            response.headers["Retry-After"] = "1"
-            return response
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem(500, "internal_error", "Internal error", "an unexpected error occurred")
+        return problem_for_exception(exc, request.method, request.url.path)
+
+
+def problem_for_exception(exc: Exception, method: str, path: str) -> JSONResponse:
+    """The answer to an exception no handler knows: 503 for what a retry may fix, else 500."""
+    if isinstance(exc, TRANSIENT_STRIPE_ERRORS):
+        log.warning("Stripe unavailable on %s %s: %s", method, path, type(exc).__name__)
+        response = problem(503, "stripe_unavailable", "Stripe unavailable",
+                           "Stripe did not answer; send the same request again (same idempotency key)")
+        response.headers["Retry-After"] = "2"
+        return response
+    if database_unavailable(exc):
+        # Nothing was committed (a transaction either commits or is gone): the same request
+        # again is safe, and its idempotency key makes it so even if it was.
+        log.warning("database unavailable on %s %s: %s", method, path, type(exc).__name__)
+        response = problem(503, "database_unavailable", "Database unavailable",
+                           "the database could not be reached; send the same request again")
+        response.headers["Retry-After"] = "1"
+        return response
+    log.exception("unhandled error on %s %s", method, path, exc_info=exc)
+    return problem(500, "internal_error", "Internal error", "an unexpected error occurred")

@@ -58,6 +58,8 @@ class AuthorizationOut(BaseModel):
         )
 
 
+# Well-formed requests to this route are answered by walletflow.api.fast_paths (same models,
+# key check, ledger call and errors, without FastAPI's routing); the rest reach it here.
 @router.post("/authorizations", status_code=status.HTTP_201_CREATED, dependencies=[require("ingest")])
 async def authorize(body: AuthorizationIn, services: ServicesDep, header_key: IdempotencyHeader = None) -> AuthorizationOut:
     key = idempotency_key(body.idempotency_key, header_key)
