@@ -27,8 +27,8 @@ class HotPath:
         self._pool: asyncpg.Pool | None = None
         # Without it, every caller that arrives before the first pool exists makes its own.
         self._creating = asyncio.Lock()
-        #: Debit group writers on this pool, per ledger clock (walletflow.ledger.batching); they
-        #: live and die with it, so a disposed engine leaves none writing to a closed pool.
+        #: Group writers on this pool, per statement and ledger clock (walletflow.ledger.batching);
+        #: they live and die with it, so a disposed engine leaves none writing to a closed pool.
         self.batchers: dict[Any, Any] = {}
 
     async def _connection_pool(self) -> asyncpg.Pool:

@@ -41,7 +41,13 @@ from walletflow.errors import (
 )
 from walletflow.ledger import postings
 from walletflow.ledger import repository as repo
-from walletflow.ledger.batching import PendingDebit, debit_batcher
+from walletflow.ledger.batching import (
+    DEBIT_GROUPS,
+    HOLD_GROUPS,
+    PendingDebit,
+    PendingHold,
+    group_writer,
+)
 from walletflow.ledger.postings import (
     ADJUSTMENTS,
     BREAKAGE,
@@ -516,7 +522,7 @@ class Ledger:
         group could not settle it (a wallet used for the first time, a failed group).
         """
         pending = PendingDebit(customer_id, asset, amount, key, digest, kind, counter, metadata, uuid.uuid4())
-        row = await debit_batcher(self.engine, self.clock).debit(pending)
+        row = await group_writer(self.engine, self.clock, DEBIT_GROUPS).submit(pending)
         if row is None or not _settled(row, customer_id, amount, key):
 
             def call() -> Awaitable[Record]:
@@ -638,16 +644,22 @@ class Ledger:
         ttl_s: int,
         metadata: dict[str, Any],
     ) -> HoldInfo:
-        """The PostgreSQL authorization: ``wf_authorize`` does the Python path's work in one statement."""
+        """The PostgreSQL authorization: ``wf_authorize`` does the Python path's work in one
+        statement. Like a debit, it goes with the holds that arrive alongside it
+        (``wf_authorize_many``, :mod:`walletflow.ledger.batching`), alone when that group could
+        not settle it."""
         hold_id, now = uuid.uuid4(), self.clock()
         expires_at = now + dt.timedelta(seconds=ttl_s)
+        pending = PendingHold(customer_id, asset, amount, key, digest, expires_at, metadata, now, hold_id)
+        row = await group_writer(self.engine, self.clock, HOLD_GROUPS).submit(pending)
+        if row is None or not _settled(row, customer_id, amount, key):
 
-        def call() -> Awaitable[Record]:
-            return repo.authorize_function(
-                hot_path(self.engine), customer_id, asset, amount, key, digest, expires_at, metadata, now, hold_id
-            )
+            def call() -> Awaitable[Record]:
+                return repo.authorize_function(
+                    hot_path(self.engine), customer_id, asset, amount, key, digest, expires_at, metadata, now, hold_id
+                )
 
-        row = await self._call_server_side(call, customer_id, asset, amount, key)
+            row = await self._call_server_side(call, customer_id, asset, amount, key)
         if row["outcome"] == "replayed":
             return dataclasses.replace(await self.get_hold(row["hold_id"]), replayed=True)
         return HoldInfo(hold_id, row["account_id"], amount, "pending", expires_at, None, None, key,

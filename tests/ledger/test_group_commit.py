@@ -1,10 +1,12 @@
-"""Group commit of PostgreSQL debits (walletflow.ledger.batching, ``wf_debit_many``).
+"""Group commit of PostgreSQL debits and holds (walletflow.ledger.batching, ``wf_debit_many``
+and ``wf_authorize_many``).
 
-Every PostgreSQL debit goes through ``wf_debit_many`` (alone at low load), so the whole ledger
-suite already holds it to ``wf_debit``'s rules one debit at a time. These tests cover what only
-groups do: many debits in one statement, on one wallet and on several, each getting exactly what
-it would have got alone; concurrent callers actually sharing statements; and a group that fails
-as a whole falling back to one debit at a time without losing or doubling anything.
+Every PostgreSQL debit and hold goes through a group function (alone at low load), so the whole
+ledger suite already holds them to ``wf_debit``'s and ``wf_authorize``'s rules one at a time.
+These tests cover what only groups do: many items in one statement, on one wallet and on
+several, each getting exactly what it would have got alone; concurrent callers actually sharing
+statements; and a group that fails as a whole falling back to one item at a time without losing
+or doubling anything.
 
 The feature exists only on PostgreSQL (SQLite has no server-side debit), so this module runs on
 a PostgreSQL database of its own rather than on both backends.
@@ -13,6 +15,7 @@ a PostgreSQL database of its own rather than on both backends.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -31,7 +34,13 @@ from walletflow.db.hotpath import hot_path
 from walletflow.db.migrate import upgrade_async
 from walletflow.errors import IdempotencyConflict, InsufficientFunds
 from walletflow.ledger import repository as repo
-from walletflow.ledger.batching import PendingDebit, debit_batcher
+from walletflow.ledger.batching import (
+    DEBIT_GROUPS,
+    HOLD_GROUPS,
+    PendingDebit,
+    PendingHold,
+    group_writer,
+)
 from walletflow.ledger.rules import request_hash
 from walletflow.ledger.service import Ledger
 
@@ -110,7 +119,7 @@ async def test_a_group_gives_each_debit_what_it_would_get_alone(ledger: Ledger, 
             debit(main, asset, 1, f"{mode}-7"),           # empty now
         ]
         if mode == "group":
-            rows = await debit_batcher(engine, ledger.clock)._write(batch)
+            rows = await group_writer(engine, ledger.clock, DEBIT_GROUPS)._write(batch)
         else:
             rows = [
                 await repo.debit_function(
@@ -150,7 +159,7 @@ async def test_expired_holds_are_released_for_a_group(pg_engine: AsyncEngine, as
     hold = await ledger.authorize(customer, asset, 80, f"h-{uuid.uuid4()}", expires_in_s=60)
     clock.advance(seconds=120)  # the hold is past expiry, not yet swept
 
-    rows = await debit_batcher(pg_engine, clock)._write(
+    rows = await group_writer(pg_engine, clock, DEBIT_GROUPS)._write(
         [debit(customer, asset, 50, f"d-{uuid.uuid4()}"), debit(customer, asset, 30, f"d-{uuid.uuid4()}")]
     )
 
@@ -178,7 +187,8 @@ async def test_concurrent_debits_share_statements_and_post_once(ledger: Ledger, 
     outcomes = Counter(await asyncio.gather(*(attempt(k) for k in keys)))
 
     assert outcomes == {"ok": 40, "refused": 24}
-    assert debit_batcher(ledger.engine, ledger.clock).largest_group > 1
+    writer = group_writer(ledger.engine, ledger.clock, DEBIT_GROUPS)  # the one Ledger.debit used
+    assert writer.largest_group > 1 and writer.failed_groups == 0
     assert (await ledger.balance(customer, asset)).posted == 0
     async with ledger.engine.connect() as conn:
         posted = [await repo.get_transaction_by_key(conn, k) for k in keys]
@@ -216,7 +226,7 @@ async def test_a_failed_group_falls_back_to_one_debit_at_a_time(ledger: Ledger, 
         )
         group = [debit(customer, asset, 10, others[0]), debit(customer, asset, 10, taken),
                  debit(customer, asset, 10, others[1])]
-        write = asyncio.create_task(debit_batcher(ledger.engine, ledger.clock)._write(group))
+        write = asyncio.create_task(group_writer(ledger.engine, ledger.clock, DEBIT_GROUPS)._write(group))
         await asyncio.sleep(0.5)
         assert not write.done()  # waiting on the uncommitted key
         await tx.commit()
@@ -230,4 +240,90 @@ async def test_a_failed_group_falls_back_to_one_debit_at_a_time(ledger: Ledger, 
     with pytest.raises(IdempotencyConflict):
         await ledger.debit(customer, asset, 10, taken)
     assert (await ledger.balance(customer, asset)).posted == 80
+    assert (await ledger.audit()).ok
+
+
+def hold(ledger: Ledger, customer: uuid.UUID, asset: str, amount: int, key: str) -> PendingHold:
+    now = ledger.clock()
+    digest = request_hash("authorize", customer_id=customer, asset=asset, amount=amount, expires_in_s=None, metadata={})
+    return PendingHold(customer, asset, amount, key, digest, now + dt.timedelta(hours=1), {}, now, uuid.uuid4())
+
+
+async def test_a_group_of_holds_gives_each_what_it_would_get_alone(ledger: Ledger, asset: str) -> None:
+    engine = ledger.engine
+    results = {}
+    for mode in ("group", "alone"):
+        main = await wallet(ledger, asset, [(100, 0)])
+        other = await wallet(ledger, asset, [(30, 0)])
+        frozen = await wallet(ledger, asset, [(10, 0)])
+        await ledger.freeze(frozen)
+        earlier = await ledger.authorize(main, asset, 5, f"{mode}-earlier")
+        batch = [
+            hold(ledger, main, asset, 40, f"{mode}-1"),
+            hold(ledger, other, asset, 20, f"{mode}-2"),
+            hold(ledger, main, asset, 5, f"{mode}-earlier"),   # a retry of a placed hold: replayed
+            hold(ledger, main, asset, 6, f"{mode}-earlier"),   # that key with another request
+            hold(ledger, frozen, asset, 1, f"{mode}-3"),
+            hold(ledger, other, asset, 20, f"{mode}-4"),       # 10 left: refused
+            hold(ledger, main, asset, 55, f"{mode}-5"),        # exactly what is left
+            hold(ledger, main, asset, 1, f"{mode}-6"),
+        ]
+        if mode == "group":
+            rows = await group_writer(engine, ledger.clock, HOLD_GROUPS)._write(batch)
+        else:
+            rows = [
+                await repo.authorize_function(
+                    hot_path(engine), p.customer_id, p.asset, p.amount, p.key, p.digest, p.expires_at,
+                    p.metadata, p.created_at, p.hold_id,
+                )
+                for p in batch
+            ]
+        answers = []
+        for pending, row in zip(batch, rows, strict=True):
+            placed = row["hold_id"] == pending.hold_id
+            answers.append((row["outcome"], row["available"], placed, row["hold_id"] == earlier.id))
+        balances = [await ledger.balance(c, asset) for c in (main, other, frozen)]
+        results[mode] = (answers, [(b.posted, b.held) for b in balances])
+        for pending, (outcome, *_rest) in zip(batch, answers, strict=True):
+            if outcome == "ok":  # stored as the caller will describe it
+                stored = await ledger.get_hold(pending.hold_id)
+                assert (stored.amount, stored.status, stored.created_at, stored.expires_at) == (
+                    pending.amount, "pending", pending.created_at, pending.expires_at)
+
+    assert results["group"] == results["alone"]
+    assert results["group"] == (
+        [
+            ("ok", 55, True, False),
+            ("ok", 10, True, False),
+            ("replayed", None, False, True),
+            ("conflict", None, False, False),
+            ("frozen", None, False, False),
+            ("insufficient_funds", 10, False, False),
+            ("ok", 0, True, False),
+            ("insufficient_funds", 0, False, False),
+        ],
+        [(100, 100), (30, 20), (10, 0)],
+    )
+    assert (await ledger.audit()).ok
+
+
+async def test_concurrent_holds_share_statements_and_reserve_once(ledger: Ledger, asset: str) -> None:
+    customer = await wallet(ledger, asset, [(400, 0)])
+    keys = [f"h-{uuid.uuid4()}" for _ in range(64)]
+
+    async def attempt(key: str) -> str:
+        try:
+            placed = await ledger.authorize(customer, asset, 10, key)
+        except InsufficientFunds:
+            return "refused"
+        assert (placed.amount, placed.status, placed.replayed) == (10, "pending", False)
+        return "ok"
+
+    outcomes = Counter(await asyncio.gather(*(attempt(k) for k in keys)))
+
+    assert outcomes == {"ok": 40, "refused": 24}
+    writer = group_writer(ledger.engine, ledger.clock, HOLD_GROUPS)  # the one Ledger.authorize used
+    assert writer.largest_group > 1 and writer.failed_groups == 0
+    balance = await ledger.balance(customer, asset)
+    assert (balance.posted, balance.held, balance.available) == (400, 400, 0)
     assert (await ledger.audit()).ok
