@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+import random
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -326,4 +328,44 @@ async def test_concurrent_holds_share_statements_and_reserve_once(ledger: Ledger
     assert writer.largest_group > 1 and writer.failed_groups == 0
     balance = await ledger.balance(customer, asset)
     assert (balance.posted, balance.held, balance.available) == (400, 400, 0)
+    assert (await ledger.audit()).ok
+
+
+async def test_groups_and_usage_batches_on_the_same_wallets_never_deadlock(ledger: Ledger, asset: str) -> None:
+    """A debit group and a ``wf_ingest`` usage batch that share wallets lock them in the same
+    (account id) order. Locked in any other order, rounds of both over 20 shared wallets, each
+    listing them in its own random order, deadlock and fail."""
+    wallets = [await wallet(ledger, asset, [(10_000, 0)]) for _ in range(20)]
+    ingest = hot_path(ledger.engine)
+    writer = group_writer(ledger.engine, ledger.clock, DEBIT_GROUPS)
+    rng = random.Random(7)
+    posted = 0
+
+    async def usage_batch(round_: int) -> int:
+        order = rng.sample(wallets, len(wallets))
+        events = [
+            {"idx": i, "customer_id": str(c), "event_id": f"race-{round_}-{i}-{uuid.uuid4().hex[:6]}",
+             "event_type": "tokens", "occurred_at": ledger.clock().isoformat(), "asset": asset,
+             "amount": 3, "product_code": "race", "version": 1, "data": {}, "costs": None}
+            for i, c in enumerate(order)
+        ]
+        rows = await ingest.fetch(
+            "SELECT outcome FROM wf_ingest($1::text::jsonb, $2)", json.dumps(events), ledger.clock()
+        )
+        assert {r["outcome"] for r in rows} == {"debited"}
+        return 3 * len(rows)
+
+    async def debit_group(round_: int) -> int:
+        order = rng.sample(wallets, len(wallets))
+        rows = await writer._write([debit(c, asset, 2, f"race-{round_}-{uuid.uuid4()}") for c in order])
+        assert [r is not None and r["outcome"] for r in rows] == ["ok"] * len(order)
+        return 2 * len(rows)
+
+    failed_before = writer.failed_groups
+    for round_ in range(15):
+        posted += sum(await asyncio.gather(usage_batch(round_), debit_group(round_), debit_group(round_ + 100)))
+
+    assert writer.failed_groups == failed_before
+    balances = [(await ledger.balance(c, asset)).posted for c in wallets]
+    assert sum(balances) == 20 * 10_000 - posted
     assert (await ledger.audit()).ok

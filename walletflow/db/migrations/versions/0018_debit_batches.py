@@ -16,14 +16,16 @@ posts such a group.
 The rules are ``wf_debit``'s (0002), applied to each debit in turn in the order the caller gave
 them, per wallet:
 
-- wallets are locked in (customer, asset) order, so two batches can never deadlock each other;
+- the group's wallets are locked first, in account id order (``wf_lock_wallets``), the order
+  ``wf_ingest`` locks in: two groups, or a group and a usage batch, cannot deadlock;
 - a wallet's state (balance, grants) is kept in variables while its debits are applied, and its
   account and grant rows are written once at the end (one update per row, of the group's total),
   as are all transactions and entries;
-- idempotency keys are looked up before the locks in one query. A concurrent debit with the same
-  key that commits after that lookup makes the transaction insert fail on the unique key; the
-  whole statement is then rolled back and the caller runs each debit alone, where the replay is
-  found. The caller never puts one key twice in a batch;
+- idempotency keys are looked up in one query, right after the locks. A concurrent request with
+  the same key that commits after that lookup (a credit, say: it takes no wallet lock of ours)
+  makes the transaction insert fail on the unique key; the whole statement is then rolled back
+  and the caller runs each debit alone, where the replay or conflict is found. The caller never
+  puts one key twice in a batch;
 - ``no_account`` / ``no_counter`` are reported per debit (the caller creates the account and runs
   that debit alone), as are ``conflict``, ``frozen`` and ``insufficient_funds``; none of them
   affects the other debits.
@@ -37,6 +39,25 @@ revision = "0018"
 down_revision = "0017"
 branch_labels = None
 depends_on = None
+
+WF_LOCK_WALLETS = r"""
+-- Lock the wallets of a group ([{customer_id, asset}, ...]) in account id order: the order
+-- wf_ingest locks in, so a group and a usage batch that share wallets cannot deadlock. The ids
+-- come first (one unique-index probe per wallet), then the locks. A wallet created after this
+-- is locked by the group function's own per-wallet FOR UPDATE.
+CREATE OR REPLACE FUNCTION wf_lock_wallets(p_items jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_ids uuid[];
+BEGIN
+    SELECT array_agg(a.id) INTO v_ids
+      FROM (SELECT DISTINCT x.customer_id, x.asset
+              FROM jsonb_to_recordset(p_items) AS x(customer_id uuid, asset text)) w
+      CROSS JOIN LATERAL (SELECT ac.id FROM accounts ac
+                           WHERE ac.customer_id = w.customer_id AND ac.asset = w.asset LIMIT 1) a;
+    PERFORM 1 FROM accounts a WHERE a.id = ANY(v_ids) ORDER BY a.id FOR UPDATE;
+END $$;
+"""
 
 WF_DEBIT_MANY = r"""
 CREATE OR REPLACE FUNCTION wf_debit_many(p_debits jsonb, p_now timestamptz)
@@ -86,6 +107,7 @@ DECLARE
     g_id uuid[] := '{}';
     g_spent bigint[] := '{}';
 BEGIN
+    PERFORM wf_lock_wallets(p_debits);
     FOR d IN
         -- Each key probes the unique indexes (LIMIT keeps the lookups from being flattened into
         -- joins): guessing 100 input rows, the planner hashed a sequential scan of every grant.
@@ -112,7 +134,7 @@ BEGIN
               INTO v_account_id, v_posted, v_held, v_limit, v_frozen
               FROM accounts a JOIN customers c ON c.id = a.customer_id
              WHERE a.customer_id = d.customer_id AND a.asset = d.asset
-               FOR UPDATE OF a;
+               FOR UPDATE OF a;  -- locked already (wf_lock_wallets), unless created since
             IF NOT FOUND THEN
                 v_account_id := NULL;
             END IF;
@@ -240,9 +262,11 @@ END $$;
 
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
+        op.execute(WF_LOCK_WALLETS)
         op.execute(WF_DEBIT_MANY)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP FUNCTION IF EXISTS wf_debit_many(jsonb, timestamptz)")
+        op.execute("DROP FUNCTION IF EXISTS wf_lock_wallets(jsonb)")

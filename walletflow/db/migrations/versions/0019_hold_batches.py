@@ -10,8 +10,8 @@ trip, a function call and a commit of its own, about 0.4 ms of PostgreSQL CPU ap
 (bench.ingest), with the API server wanting the same two cores.
 
 The rules are ``wf_authorize``'s (0005), applied to each hold in turn in the order the caller
-gave them, per wallet: wallets locked in (customer, asset) order; keys looked up before the
-locks in one query (a concurrent request with the same key that commits after it makes the
+gave them, per wallet: wallets locked first in account id order (0018's ``wf_lock_wallets``);
+keys looked up in one query (a concurrent request with the same key that commits after it makes the
 hold insert fail on the unique key: the statement is rolled back and the caller runs each hold
 alone); a frozen wallet or a short balance (after releasing the wallet's expired holds, once)
 refused per hold; the holds inserted and each wallet's ``held`` raised once at the end. Each
@@ -53,6 +53,7 @@ DECLARE
     a_id uuid[] := '{}';
     a_added bigint[] := '{}';
 BEGIN
+    PERFORM wf_lock_wallets(p_holds);  -- in account id order (0018)
     FOR h IN
         -- LATERAL ... LIMIT 1: one probe of the unique index per key (see 0018).
         SELECT x.*, e.id AS existing_id, e.account_id AS existing_account, e.request_hash AS existing_hash
@@ -76,7 +77,7 @@ BEGIN
               INTO v_account_id, v_posted, v_held, v_limit, v_frozen
               FROM accounts a JOIN customers c ON c.id = a.customer_id
              WHERE a.customer_id = h.customer_id AND a.asset = h.asset
-               FOR UPDATE OF a;
+               FOR UPDATE OF a;  -- locked already, unless created since
             IF NOT FOUND THEN
                 v_account_id := NULL;
             END IF;
