@@ -71,6 +71,14 @@ async def fund(client: httpx.AsyncClient, customer_id: str, asset: str, amount: 
     assert response.status_code == 201, response.text
 
 
+async def funded(client: httpx.AsyncClient, amount: int = 1000) -> tuple[str, str]:
+    """A new fiat asset and a new customer funded with ``amount`` of it: (asset, customer)."""
+    usd = await make_asset(client)
+    customer = await make_customer(client)
+    await fund(client, customer, usd, amount)
+    return usd, customer
+
+
 async def publish_product(client: httpx.AsyncClient, prices: list[dict]) -> str:
     code = new_id("prod").lower()
     assert (await client.post("/v1/products", json={"code": code, "name": code})).status_code == 201

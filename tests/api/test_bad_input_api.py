@@ -13,7 +13,7 @@ import httpx
 from tests.api.conftest import (
     Keys,
     bearer,
-    fund,
+    funded,
     make_asset,
     make_customer,
     new_id,
@@ -43,13 +43,6 @@ async def state(client: httpx.AsyncClient, customer: str) -> tuple[list[dict], l
     history = await client.get(f"/v1/customers/{customer}/transactions", params={"limit": 500})
     grants = await client.get(f"/v1/customers/{customer}/grants")
     return wallet.json()["accounts"], history.json()["data"], grants.json()["data"]
-
-
-async def funded(client: httpx.AsyncClient, amount: int = 1000) -> tuple[str, str]:
-    usd = await make_asset(client)
-    customer = await make_customer(client)
-    await fund(client, customer, usd, amount)
-    return usd, customer
 
 
 def cursor_of(*parts: Any) -> str:

@@ -16,7 +16,7 @@ import pytest_asyncio
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.api.conftest import Keys, bearer, fund, make_asset, make_customer, new_id
+from tests.api.conftest import Keys, bearer, fund, funded, make_customer, new_id
 from walletflow.api.app import create_app
 from walletflow.api.fast_paths import FastAuthorizations
 
@@ -48,9 +48,7 @@ def same(a: httpx.Response, b: httpx.Response) -> None:
 async def test_a_hold_and_its_replay_read_the_same_from_both(
     client: httpx.AsyncClient, plain: httpx.AsyncClient, app: FastAPI, keys: Keys
 ) -> None:
-    asset = await make_asset(client)
-    customer = await make_customer(client)
-    await fund(client, customer, asset, 1_000)
+    asset, customer = await funded(client, 1_000)
     body = {"customer_id": customer, "asset": asset, "amount": 250, "idempotency_key": new_id("h"),
             "expires_in_s": 600, "metadata": {"model": "gpt-4o", "n": 3}}
     before = answered_by_fast_path(app)
@@ -73,9 +71,7 @@ async def test_a_hold_and_its_replay_read_the_same_from_both(
 async def test_refusals_read_the_same_from_both(
     client: httpx.AsyncClient, plain: httpx.AsyncClient, app: FastAPI, keys: Keys
 ) -> None:
-    asset = await make_asset(client)
-    customer = await make_customer(client)
-    await fund(client, customer, asset, 100)
+    asset, customer = await funded(client, 100)
     frozen = await make_customer(client)
     await fund(client, frozen, asset, 100)
     assert (await client.post(f"/v1/customers/{frozen}/freeze")).status_code == 200

@@ -7,14 +7,7 @@ import uuid
 
 import httpx
 
-from tests.api.conftest import Keys, bearer, fund, make_asset, make_customer, new_id, wallet_of
-
-
-async def funded(client: httpx.AsyncClient, amount: int = 1000) -> tuple[str, str]:
-    usd = await make_asset(client)
-    customer = await make_customer(client)
-    await fund(client, customer, usd, amount)
-    return usd, customer
+from tests.api.conftest import Keys, bearer, funded, new_id, wallet_of
 
 
 async def authorize(client: httpx.AsyncClient, customer: str, asset: str, amount: int, **extra: object) -> dict:
