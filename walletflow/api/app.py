@@ -13,7 +13,7 @@ from temporalio.client import Client
 
 from walletflow import __version__
 from walletflow.api import problems
-from walletflow.api.deps import Services
+from walletflow.api.deps import Services, contains_nul
 from walletflow.api.fast_paths import FastAuthorizations
 from walletflow.api.routers import (
     assets,
@@ -54,7 +54,7 @@ async def refuse_nul_characters(request: Request) -> None:
     the database. JSON can only carry it as the escape \\u0000; URLs as %00."""
     raw_url = request.scope.get("raw_path", b"") + b"?" + request.scope.get("query_string", b"")
     body = await request.body()  # cached by Starlette; the handler reads the same bytes
-    if b"%00" in raw_url or b"\x00" in raw_url or b"\\u0000" in body or b"\x00" in body:
+    if contains_nul(raw_url, body):
         raise ValidationError("text must not contain NUL characters")
 
 

@@ -63,6 +63,11 @@ ServicesDep = Annotated[Services, Depends(services)]
 IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 
 
+def contains_nul(raw_url: bytes, body: bytes) -> bool:
+    """PostgreSQL text cannot hold NUL. JSON can only carry it as the escape \\u0000; URLs as %00."""
+    return b"%00" in raw_url or b"\x00" in raw_url or b"\\u0000" in body or b"\x00" in body
+
+
 def idempotency_key(body_key: str | None, header_key: str | None) -> str:
     """The key from the body or the ``Idempotency-Key`` header; both given must agree."""
     if body_key and header_key and body_key != header_key:

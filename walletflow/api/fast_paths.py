@@ -20,9 +20,10 @@ from __future__ import annotations
 from pydantic import ValidationError as PydanticValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from walletflow.api.deps import contains_nul, idempotency_key
 from walletflow.api.problems import problem, problem_for_exception
 from walletflow.api.routers.authorizations import AuthorizationIn, AuthorizationOut
-from walletflow.errors import WalletflowError
+from walletflow.errors import ValidationError, WalletflowError
 
 PATH = "/v1/authorizations"
 MAX_KEY_LENGTH = 255  # the Idempotency-Key header's limit on the FastAPI route
@@ -78,7 +79,7 @@ class FastAuthorizations:
         scheme, _, token = auth.partition(b" ")
         if scheme.lower() != b"bearer" or not token:
             return None
-        if b"\x00" in body or b"\\u0000" in body or b"%00" in scope.get("raw_path", b"") or scope.get("query_string"):
+        if scope.get("query_string") or contains_nul(scope.get("raw_path", b""), body):
             return None
         key_info = await scope["app"].state.services.keys.authenticate(token.decode("latin-1"))
         if key_info is None or not key_info.allows("ingest"):
@@ -89,12 +90,12 @@ class FastAuthorizations:
             return None
         header_key = headers.get(b"idempotency-key")
         header = None if header_key is None else header_key.decode("latin-1")
-        if header is not None and (len(header) > MAX_KEY_LENGTH or (parsed.idempotency_key and parsed.idempotency_key != header)):
+        if header is not None and len(header) > MAX_KEY_LENGTH:
             return None
-        key = parsed.idempotency_key or header
-        if not key:
+        try:
+            return parsed, idempotency_key(parsed.idempotency_key, header)  # the route's own rule
+        except ValidationError:
             return None
-        return parsed, key
 
 
 async def _read_body(receive: Receive) -> bytes:

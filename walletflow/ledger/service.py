@@ -44,6 +44,7 @@ from walletflow.ledger import repository as repo
 from walletflow.ledger.batching import (
     DEBIT_GROUPS,
     HOLD_GROUPS,
+    Pending,
     PendingDebit,
     PendingHold,
     group_writer,
@@ -521,19 +522,30 @@ class Ledger:
         commit (:mod:`walletflow.ledger.batching`); it runs alone through ``wf_debit`` when that
         group could not settle it (a wallet used for the first time, a failed group).
         """
+
+        def call() -> Awaitable[Record]:
+            return repo.debit_function(
+                hot_path(self.engine), customer_id, asset, amount, key, digest, kind, counter, metadata,
+                self.clock(), uuid.uuid4(),
+            )
+
         pending = PendingDebit(customer_id, asset, amount, key, digest, kind, counter, metadata, uuid.uuid4())
-        row = await group_writer(self.engine, self.clock, DEBIT_GROUPS).submit(pending)
-        if row is None or not _settled(row, customer_id, amount, key):
-
-            def call() -> Awaitable[Record]:
-                return repo.debit_function(
-                    hot_path(self.engine), customer_id, asset, amount, key, digest, kind, counter, metadata,
-                    self.clock(), uuid.uuid4(),
-                )
-
-            row = await self._call_server_side(call, customer_id, asset, amount, key, counter=counter)
+        row = await self._grouped(DEBIT_GROUPS, pending, call, counter=counter)
         draws = tuple(Draw(uuid.UUID(g) if g else None, n) for g, n in row["draws"])
         return Posting(row["transaction_id"], key, amount, row["outcome"] == "replayed", draws=draws)
+
+    async def _grouped(
+        self, statement: str, pending: Pending, call: Callable[[], Awaitable[Record]], counter: str | None = None
+    ) -> Record:
+        """``pending`` posted in its group (:mod:`walletflow.ledger.batching`), or alone through
+        ``call`` when the group could not settle it (a wallet used for the first time, a failed
+        group): a row (``ok`` or ``replayed``) or the typed error of a refusal."""
+        row = await group_writer(self.engine, self.clock, statement).submit(pending)
+        if row is not None and _settled(row, pending.customer_id, pending.amount, pending.key):
+            return row
+        return await self._call_server_side(
+            call, pending.customer_id, pending.asset, pending.amount, pending.key, counter=counter
+        )
 
     async def _call_server_side(
         self,
@@ -650,16 +662,14 @@ class Ledger:
         not settle it."""
         hold_id, now = uuid.uuid4(), self.clock()
         expires_at = now + dt.timedelta(seconds=ttl_s)
+
+        def call() -> Awaitable[Record]:
+            return repo.authorize_function(
+                hot_path(self.engine), customer_id, asset, amount, key, digest, expires_at, metadata, now, hold_id
+            )
+
         pending = PendingHold(customer_id, asset, amount, key, digest, expires_at, metadata, now, hold_id)
-        row = await group_writer(self.engine, self.clock, HOLD_GROUPS).submit(pending)
-        if row is None or not _settled(row, customer_id, amount, key):
-
-            def call() -> Awaitable[Record]:
-                return repo.authorize_function(
-                    hot_path(self.engine), customer_id, asset, amount, key, digest, expires_at, metadata, now, hold_id
-                )
-
-            row = await self._call_server_side(call, customer_id, asset, amount, key)
+        row = await self._grouped(HOLD_GROUPS, pending, call)
         if row["outcome"] == "replayed":
             return dataclasses.replace(await self.get_hold(row["hold_id"]), replayed=True)
         return HoldInfo(hold_id, row["account_id"], amount, "pending", expires_at, None, None, key,

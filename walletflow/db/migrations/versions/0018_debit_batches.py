@@ -135,9 +135,7 @@ BEGIN
               FROM accounts a JOIN customers c ON c.id = a.customer_id
              WHERE a.customer_id = d.customer_id AND a.asset = d.asset
                FOR UPDATE OF a;  -- locked already (wf_lock_wallets), unless created since
-            IF NOT FOUND THEN
-                v_account_id := NULL;
-            END IF;
+            -- No row leaves the INTO targets NULL: v_account_id NULL means no account.
         END IF;
 
         IF v_account_id IS NULL THEN
@@ -182,9 +180,6 @@ BEGIN
             v_counter_code := d.counter;
             v_counter_asset := d.asset;
             SELECT a.id INTO v_counter_id FROM accounts a WHERE a.system_code = d.counter AND a.asset = d.asset;
-            IF NOT FOUND THEN
-                v_counter_id := NULL;
-            END IF;
         END IF;
         IF v_counter_id IS NULL THEN
             outcome := 'no_counter';

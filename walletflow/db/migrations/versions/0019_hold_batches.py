@@ -78,9 +78,6 @@ BEGIN
               FROM accounts a JOIN customers c ON c.id = a.customer_id
              WHERE a.customer_id = h.customer_id AND a.asset = h.asset
                FOR UPDATE OF a;  -- locked already, unless created since
-            IF NOT FOUND THEN
-                v_account_id := NULL;
-            END IF;
         END IF;
 
         IF v_account_id IS NULL THEN
