@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Row, and_, bindparam, case, func, insert, nulls_last, select, update
+from sqlalchemy import Row, and_, bindparam, case, func, insert, nulls_last, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -371,6 +371,21 @@ async def unbalanced_transactions(conn: AsyncConnection) -> list[tuple[Any, ...]
         select(entries.c.transaction_id, entries.c.asset, func.sum(entries.c.amount))
         .group_by(entries.c.transaction_id, entries.c.asset)
         .having(func.sum(entries.c.amount) != 0)
+    )
+    return [tuple(r) for r in (await conn.execute(query)).all()]
+
+
+async def orphan_entries(conn: AsyncConnection) -> list[tuple[Any, ...]]:
+    """Entries whose transaction or account does not exist: (entry id, transaction id, account
+    id, asset, amount). PostgreSQL has no foreign keys on entries (migration 0020), so the audit
+    checks instead."""
+    query = (
+        select(entries.c.id, entries.c.transaction_id, entries.c.account_id, entries.c.asset, entries.c.amount)
+        .where(or_(
+            ~select(transactions.c.id).where(transactions.c.id == entries.c.transaction_id).exists(),
+            ~select(accounts.c.id).where(accounts.c.id == entries.c.account_id).exists(),
+        ))
+        .order_by(entries.c.id)
     )
     return [tuple(r) for r in (await conn.execute(query)).all()]
 

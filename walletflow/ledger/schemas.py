@@ -113,6 +113,8 @@ class AuditReport:
     held_mismatches: list[tuple[uuid.UUID, int, int]] = field(default_factory=list)
     grant_mismatches: list[tuple[uuid.UUID, int, int]] = field(default_factory=list)
     overdrawn_accounts: list[tuple[uuid.UUID, int, int]] = field(default_factory=list)
+    #: (entry id, transaction id, account id, asset, amount) of entries pointing at a missing row
+    orphan_entries: list[tuple[int, uuid.UUID, uuid.UUID, str, int]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -122,4 +124,5 @@ class AuditReport:
             or self.held_mismatches
             or self.grant_mismatches
             or self.overdrawn_accounts
+            or self.orphan_entries
         )

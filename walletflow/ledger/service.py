@@ -853,6 +853,7 @@ class Ledger:
                 held_mismatches=await repo.held_mismatches(conn),
                 grant_mismatches=await repo.grant_mismatches(conn),
                 overdrawn_accounts=await repo.overdrawn_accounts(conn),
+                orphan_entries=await repo.orphan_entries(conn),
             )
 
 

@@ -13,7 +13,9 @@ Leak kinds (``amount`` is what leaked, in minor units of the finding's asset):
   sum of its entries (its pending holds): the difference;
 - ``grant_mismatch``: a wallet whose grant remainders do not add up to ``max(posted, 0)``;
 - ``unbalanced_transaction``: a transaction whose entries do not sum to zero in an asset;
-- ``overdrawn_account``: a wallet below ``-overdraft_limit``: how far below.
+- ``overdrawn_account``: a wallet below ``-overdraft_limit``: how far below;
+- ``orphan_entry``: an entry whose transaction or account does not exist (PostgreSQL keeps no
+  foreign keys on entries, migration 0020): the entry's amount.
 
 The first three look at the period; the balance kinds come from the ledger audit
 (``Ledger.audit``), which checks the whole ledger as it stands.
@@ -39,6 +41,7 @@ from walletflow.usage.repository import usage_events
 PERIOD_KINDS = ("event_without_debit", "debit_without_event", "amount_mismatch")
 BALANCE_KINDS = (
     "posted_mismatch", "held_mismatch", "grant_mismatch", "unbalanced_transaction", "overdrawn_account",
+    "orphan_entry",
 )
 KINDS = PERIOD_KINDS + BALANCE_KINDS
 
@@ -176,6 +179,10 @@ async def _balances(conn: AsyncConnection, audit: AuditReport, tally: _Tally) ->
     for tx_id, asset, total in audit.unbalanced_transactions:
         tally.add("unbalanced_transaction", asset, 1, abs(int(total)))
         tally.example("unbalanced_transaction", {"transaction_id": tx_id, "asset": asset, "sum": int(total)})
+    for entry_id, tx_id, account_id, asset, amount in audit.orphan_entries:
+        tally.add("orphan_entry", asset, 1, abs(int(amount)))
+        tally.example("orphan_entry", {"entry_id": entry_id, "transaction_id": tx_id, "account_id": account_id,
+                                       "asset": asset, "amount": int(amount)})
     for account_id, available, limit in audit.overdrawn_accounts:
         customer_id, asset = owners.get(account_id, (None, "?"))
         tally.add("overdrawn_account", asset, 1, -(int(available) + int(limit)))
