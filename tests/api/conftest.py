@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest_asyncio
@@ -93,3 +95,30 @@ async def wallet_of(client: httpx.AsyncClient, customer_id: str, asset: str) -> 
     response = await client.get(f"/v1/customers/{customer_id}/wallet")
     assert response.status_code == 200, response.text
     return next((a for a in response.json()["accounts"] if a["asset"] == asset), {"posted": 0, "held": 0, "available": 0})
+
+
+@asynccontextmanager
+async def client_without(engine: AsyncEngine, app: FastAPI, middleware: type) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app built like ``app`` (same database, same keys) but without one fast-path
+    middleware (its middleware list is read when it first serves)."""
+    without = create_app(engine)
+    without.state.services.keys = app.state.services.keys
+    without.user_middleware = [m for m in without.user_middleware if m.cls is not middleware]
+    transport = httpx.ASGITransport(app=without, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://walletflow.test") as http:
+        yield http
+
+
+def answered_by(app: FastAPI, middleware: type) -> int:
+    """How many requests the app's ``middleware`` fast path answered itself."""
+    layer: Any = app.middleware_stack
+    while layer is not None and not isinstance(layer, middleware):
+        layer = getattr(layer, "app", None)
+    assert layer is not None, f"{middleware.__name__} is not in the app"
+    return int(layer.answered)
+
+
+def same(a: httpx.Response, b: httpx.Response) -> None:
+    """Two answers to the same request agree: status, content type and body."""
+    assert (a.status_code, a.headers["content-type"]) == (b.status_code, b.headers["content-type"]), (a.text, b.text)
+    assert a.json() == b.json()

@@ -16,33 +16,19 @@ import pytest_asyncio
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.api.conftest import Keys, bearer, fund, funded, make_customer, new_id
-from walletflow.api.app import create_app
+from tests.api.conftest import Keys, answered_by, bearer, client_without, fund, funded, make_customer, new_id, same
 from walletflow.api.fast_paths import FastAuthorizations
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def plain(engine: AsyncEngine, app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """The app without the fast path (its middleware list is read when it first serves)."""
-    without = create_app(engine)
-    without.state.services.keys = app.state.services.keys  # the same key store, so the same keys
-    without.user_middleware = [m for m in without.user_middleware if m.cls is not FastAuthorizations]
-    transport = httpx.ASGITransport(app=without, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://walletflow.test") as http:
+    """The app without the fast path."""
+    async with client_without(engine, app, FastAuthorizations) as http:
         yield http
 
 
 def answered_by_fast_path(app: FastAPI) -> int:
-    layer: Any = app.middleware_stack
-    while layer is not None and not isinstance(layer, FastAuthorizations):
-        layer = getattr(layer, "app", None)
-    assert layer is not None, "the fast path is not in the app"
-    return layer.answered
-
-
-def same(a: httpx.Response, b: httpx.Response) -> None:
-    assert (a.status_code, a.headers["content-type"]) == (b.status_code, b.headers["content-type"]), (a.text, b.text)
-    assert a.json() == b.json()
+    return answered_by(app, FastAuthorizations)
 
 
 async def test_a_hold_and_its_replay_read_the_same_from_both(

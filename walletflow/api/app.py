@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,7 +15,7 @@ from temporalio.client import Client
 from walletflow import __version__
 from walletflow.api import problems
 from walletflow.api.deps import Services, contains_nul
-from walletflow.api.fast_paths import FastAuthorizations
+from walletflow.api.fast_paths import FastAuthorizations, FastEvents
 from walletflow.api.routers import (
     assets,
     authorizations,
@@ -58,6 +59,27 @@ async def refuse_nul_characters(request: Request) -> None:
         raise ValidationError("text must not contain NUL characters")
 
 
+#: Container allocations between young-generation collections (CPython's default is 700).
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def tune_garbage_collector() -> None:
+    """Keep CPython's cyclic collector off the hot paths of a serving process.
+
+    A usage batch allocates tens of thousands of containers (its events, their data, results).
+    With the default threshold the collector ran every 700 of them and regularly walked every
+    object the process holds (about 180,000 once the app is imported): validating one 1,000-event
+    batch took 15.8 ms instead of 3.0 ms with the collector off. Freezing what exists at startup
+    (modules, the app, the price books) moves it out of every later collection, and a higher
+    young threshold makes collections rarer; with both, the same validation takes 3.5 ms.
+    Garbage is still collected: request data is freed by reference counting, cycles by the
+    collector, only less often."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
 def create_app(
     engine: AsyncEngine | None = None, *, settings: Settings | None = None, temporal_client: Client | None = None
 ) -> FastAPI:
@@ -69,6 +91,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        tune_garbage_collector()
         yield
         if owns_engine:
             await dispose(services.engine)
@@ -92,8 +115,9 @@ def create_app(
     app.include_router(portal.pages)  # the billing portal: /portal/{signed token}
     app.mount("/portal-static", StaticFiles(directory=portal.STATIC_DIR), name="portal-static")
 
-    # The hottest route, served without FastAPI's routing (walletflow/api/fast_paths.py); inside
-    # RequestMetrics (added last, so outermost), which times it like any other route.
+    # The hottest routes, served without FastAPI's routing (walletflow/api/fast_paths.py); inside
+    # RequestMetrics (added last, so outermost), which times them like any other route.
+    app.add_middleware(FastEvents)
     app.add_middleware(FastAuthorizations)
     # Observability: latency of every request by route template, and Prometheus' /metrics.
     app.add_middleware(RequestMetrics)

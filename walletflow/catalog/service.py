@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from walletflow.catalog.models import AssetRate, PriceVersion, Product, Subscription
 from walletflow.db.engine import in_transaction
+from walletflow.db.filters import one_of
 from walletflow.db.types import utcnow
 from walletflow.errors import AlreadyExists, NotFound, ValidationError
 from walletflow.ledger import repository as ledger_repo
@@ -346,7 +347,8 @@ class Catalog:
         if customer_ids:
             pins = await conn.execute(
                 select(subscriptions).where(
-                    subscriptions.c.customer_id.in_(list(set(customer_ids))), subscriptions.c.version.is_not(None)
+                    one_of(subscriptions.c.customer_id, set(customer_ids), conn.dialect.name),
+                    subscriptions.c.version.is_not(None),
                 )
             )
             for pin in pins:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -62,6 +62,24 @@ class EventResult(BaseModel):
     amount: int = 0
     transaction_id: uuid.UUID | None = None
     error: str | None = None
+
+
+class EventOutcome(NamedTuple):
+    """An ``EventResult`` as a plain tuple: the hot path makes a thousand per batch, and a
+    pydantic model costs about 6 µs each to build (``Usage.ingest`` still returns models)."""
+
+    id: str
+    status: EventStatus
+    asset: str | None = None
+    amount: int = 0
+    transaction_id: uuid.UUID | None = None
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """What ``EventResult`` serialises to, field for field."""
+        tx = self.transaction_id
+        return {"id": self.id, "status": self.status, "asset": self.asset, "amount": self.amount,
+                "transaction_id": None if tx is None else str(tx), "error": self.error}
 
 
 @dataclass(frozen=True, slots=True)

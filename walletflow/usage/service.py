@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from walletflow.catalog.service import Catalog
 from walletflow.db.engine import in_transaction
+from walletflow.db.filters import one_of
 from walletflow.db.hotpath import hot_path
 from walletflow.db.types import utcnow
 from walletflow.errors import AlreadyExists
@@ -35,7 +36,7 @@ from walletflow.ledger import repository as ledger_repo
 from walletflow.ledger.schemas import HoldInfo
 from walletflow.pricing.engine import PricedEventInput, VendorCost
 from walletflow.usage import repository as repo
-from walletflow.usage.schemas import CaptureEventIn, EventIn, EventResult, PricedEvent
+from walletflow.usage.schemas import CaptureEventIn, EventIn, EventOutcome, EventResult, PricedEvent
 
 _event_adapter = TypeAdapter(EventIn)
 _batch_adapter = TypeAdapter(list[EventIn])
@@ -52,14 +53,19 @@ class Usage:
 
     async def ingest(self, raw_events: Sequence[EventIn | dict[str, Any]]) -> list[EventResult]:
         """Price and debit a batch; one result per event, in order."""
+        return [EventResult(**o._asdict()) for o in await self.ingest_outcomes(raw_events)]
+
+    async def ingest_outcomes(self, raw_events: Sequence[EventIn | dict[str, Any]]) -> list[EventOutcome]:
+        """``ingest``'s results as plain tuples (for the HTTP fast path, which writes them as JSON
+        itself)."""
         now = self.clock()
-        results: list[EventResult | None] = [None] * len(raw_events)
+        results: list[EventOutcome | None] = [None] * len(raw_events)
         events: list[tuple[int, EventIn]] = []
         for index, (raw, (event, error)) in enumerate(zip(raw_events, _parse_all(raw_events), strict=True)):
             if event is None:
-                results[index] = EventResult(id=_raw_id(raw), status="rejected", error=error)
+                results[index] = EventOutcome(_raw_id(raw), status="rejected", error=error)
             elif event.occurred_at > now + MAX_FUTURE_SKEW:
-                results[index] = EventResult(id=event.id, status="rejected", error="occurred_at is in the future")
+                results[index] = EventOutcome(event.id, status="rejected", error="occurred_at is in the future")
             else:
                 events.append((index, event))
 
@@ -73,15 +79,15 @@ class Usage:
         for index, event in events:
             customer_id = customers.get(_customer_ref(event))
             if customer_id is None:
-                results[index] = EventResult(id=event.id, status="rejected", error="unknown customer")
+                results[index] = EventOutcome(event.id, status="rejected", error="unknown customer")
                 continue
             pricing = snapshot.pricing_for(customer_id, event.event_type)
             if pricing is None:
-                results[index] = EventResult(id=event.id, status="unmatched", error=f"no price for event type {event.event_type!r}")
+                results[index] = EventOutcome(event.id, status="unmatched", error=f"no price for event type {event.event_type!r}")
                 continue
             fee = pricing.book.price(PricedEventInput(event.event_type, event.data, _costs(event)), explain=False)
             if fee.status != "priced":
-                results[index] = EventResult(id=event.id, status=fee.status, asset=fee.asset, error=fee.error)
+                results[index] = EventOutcome(event.id, status=fee.status, asset=fee.asset, error=fee.error)
                 continue
             if (customer_id, event.id) in first_copy:  # the same id again in one batch: a retry of it
                 repeats.append((index, first_copy[(customer_id, event.id)]))
@@ -101,7 +107,7 @@ class Usage:
             original = results[first]
             assert original is not None
             status = "duplicate" if original.status in ("debited", "duplicate") else original.status
-            results[index] = original.model_copy(update={"status": status})
+            results[index] = original._replace(status=status)
         return [r for r in results if r is not None]
 
     async def _write(self, events: list[PricedEvent], now: dt.datetime) -> list[tuple[str, int, uuid.UUID | None]]:
@@ -177,12 +183,12 @@ async def _resolve_customers(conn: AsyncConnection, events: list[EventIn]) -> di
     ids = {e.customer_id for e in events if e.customer_id is not None}
     externals = {e.external_customer_id for e in events if e.external_customer_id is not None}
     found: dict[tuple[str, str], uuid.UUID | None] = {}
-    c = ledger_repo.customers
+    c, dialect = ledger_repo.customers, conn.dialect.name
     if ids:
-        for row in await conn.execute(select(c.c.id).where(c.c.id.in_(ids))):
+        for row in await conn.execute(select(c.c.id).where(one_of(c.c.id, ids, dialect))):
             found[("id", str(row.id))] = row.id
     if externals:
-        for row in await conn.execute(select(c.c.id, c.c.external_id).where(c.c.external_id.in_(externals))):
+        for row in await conn.execute(select(c.c.id, c.c.external_id).where(one_of(c.c.external_id, externals, dialect))):
             found[("external", row.external_id)] = row.id
     return found
 
@@ -196,11 +202,13 @@ def _costs(event: EventIn) -> list[VendorCost] | None:
 def _payload(events: list[PricedEvent]) -> str:
     """The batch as one JSON document for ``wf_ingest`` (which derives keys, hashes and ids).
 
-    orjson writes UUIDs and datetimes itself and is several times faster than ``json`` here;
-    ``json`` remains the fallback for what orjson refuses (integers beyond 64 bits in ``data``).
+    orjson writes datetimes itself and is several times faster than ``json`` here; ``json``
+    remains the fallback for what orjson refuses (integers beyond 64 bits in ``data``). Customer
+    ids are written as strings: they come from asyncpg as its own UUID type, which orjson
+    refuses, and every batch used to fall back to ``json`` for that alone.
     """
     rows = [
-        {"idx": p.index, "customer_id": p.customer_id, "event_id": p.event.id,
+        {"idx": p.index, "customer_id": str(p.customer_id), "event_id": p.event.id,
          "event_type": p.event.event_type, "occurred_at": p.occurred_at, "asset": p.asset,
          "amount": p.amount, "product_code": p.product_code, "version": p.version, "data": p.event.data,
          "costs": [{"vendor": c.vendor, "asset": c.asset, "amount": c.amount} for c in p.event.costs]
@@ -221,7 +229,7 @@ def _json_default(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _result(p: PricedEvent, status: str, amount: int, tx_id: uuid.UUID | None) -> EventResult:
+def _result(p: PricedEvent, status: str, amount: int, tx_id: uuid.UUID | None) -> EventOutcome:
     if status == "wallet_frozen":
-        return EventResult(id=p.event.id, status="rejected", asset=p.asset, amount=amount, error="wallet_frozen")
-    return EventResult(id=p.event.id, status=status, asset=p.asset, amount=amount, transaction_id=tx_id)  # type: ignore[arg-type]
+        return EventOutcome(p.event.id, "rejected", p.asset, amount, error="wallet_frozen")
+    return EventOutcome(p.event.id, status, p.asset, amount, tx_id)  # type: ignore[arg-type]
