@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from walletflow.db.engine import create_engine, dispose
+from walletflow.db.migrate import upgrade_async
 
 #: Server used to create the throw-away test database (trust auth in CI).
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -45,3 +51,19 @@ async def drop_postgres_database(url: str) -> None:
 
 def sqlite_url(directory: Path) -> str:
     return f"sqlite+aiosqlite:///{directory / 'walletflow-test.db'}"
+
+
+@asynccontextmanager
+async def private_postgres(pool_size: int = 2) -> AsyncIterator[AsyncEngine]:
+    """An engine on a migrated PostgreSQL database of its own, dropped afterwards: for tests that
+    leave what the shared database must not keep (an orphan entry, tables under a lock race)."""
+    url = await create_postgres_database()
+    try:
+        await upgrade_async(url)
+        engine = create_engine(url, pool_size=pool_size, max_overflow=0)
+        try:
+            yield engine
+        finally:
+            await dispose(engine)
+    finally:
+        await drop_postgres_database(url)

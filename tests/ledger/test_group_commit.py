@@ -29,11 +29,9 @@ import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import unique_code
-from tests.db import create_postgres_database, drop_postgres_database
+from tests.db import private_postgres
 from tests.ledger.helpers import FakeClock
-from walletflow.db.engine import create_engine, dispose
 from walletflow.db.hotpath import hot_path
-from walletflow.db.migrate import upgrade_async
 from walletflow.errors import IdempotencyConflict, InsufficientFunds
 from walletflow.ledger import repository as repo
 from walletflow.ledger.batching import (
@@ -45,16 +43,13 @@ from walletflow.ledger.batching import (
 )
 from walletflow.ledger.rules import request_hash
 from walletflow.ledger.service import Ledger
+from walletflow.usage import repository as usage_repo
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def pg_engine() -> AsyncIterator[AsyncEngine]:
-    url = await create_postgres_database()
-    await upgrade_async(url)
-    engine = create_engine(url, pool_size=10, max_overflow=0)
-    yield engine
-    await dispose(engine)
-    await drop_postgres_database(url)
+    async with private_postgres(pool_size=10) as engine:
+        yield engine
 
 
 @pytest.fixture
@@ -331,8 +326,11 @@ async def test_concurrent_holds_share_statements_and_reserve_once(ledger: Ledger
     assert (await ledger.audit()).ok
 
 
-async def test_groups_and_usage_batches_on_the_same_wallets_never_deadlock(ledger: Ledger, asset: str) -> None:
-    """A debit group and a ``wf_ingest`` usage batch that share wallets lock them in the same
+@pytest.mark.parametrize("ingest_function", [usage_repo.LOCKED, usage_repo.OPTIMISTIC])
+async def test_groups_and_usage_batches_on_the_same_wallets_never_deadlock(
+    ledger: Ledger, asset: str, ingest_function: str
+) -> None:
+    """A debit group and a usage batch (either function) that share wallets lock them in the same
     (account id) order. Locked in any other order, rounds of both over 20 shared wallets, each
     listing them in its own random order, deadlock and fail."""
     wallets = [await wallet(ledger, asset, [(10_000, 0)]) for _ in range(20)]
@@ -349,10 +347,8 @@ async def test_groups_and_usage_batches_on_the_same_wallets_never_deadlock(ledge
              "amount": 3, "product_code": "race", "version": 1, "data": {}, "costs": None}
             for i, c in enumerate(order)
         ]
-        rows = await ingest.fetch(
-            "SELECT outcome FROM wf_ingest($1::text::jsonb, $2)", json.dumps(events), ledger.clock()
-        )
-        assert {r["outcome"] for r in rows} == {"debited"}
+        rows = await usage_repo.ingest_function(ingest, json.dumps(events), ledger.clock(), ingest_function)
+        assert {outcome for outcome, _, _ in rows} == {"debited"}
         return 3 * len(rows)
 
     async def debit_group(round_: int) -> int:

@@ -16,10 +16,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import unique_code
-from tests.db import create_postgres_database, drop_postgres_database
+from tests.db import private_postgres
 from tests.settlement.helpers import private_hour
-from walletflow.db.engine import create_engine, dispose
-from walletflow.db.migrate import upgrade_async
 from walletflow.ledger.service import Ledger
 from walletflow.settlement.reconcile import reconcile
 
@@ -28,12 +26,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def pg_engine() -> AsyncIterator[AsyncEngine]:
-    url = await create_postgres_database()
-    await upgrade_async(url)
-    engine = create_engine(url, pool_size=2, max_overflow=0)
-    yield engine
-    await dispose(engine)
-    await drop_postgres_database(url)
+    async with private_postgres(pool_size=2) as engine:
+        yield engine
 
 
 async def test_the_hot_append_only_tables_have_no_foreign_keys_and_brin_time_indexes(pg_engine: AsyncEngine) -> None:

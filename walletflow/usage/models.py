@@ -19,6 +19,9 @@ from walletflow.ledger.models import Json
 
 
 class UsageEvent(Base):
+    """One priced usage event. On PostgreSQL the foreign keys of this table and of
+    ``usage_costs`` are not enforced row by row and the time indexes are BRIN (migration 0020)."""
+
     __tablename__ = "usage_events"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

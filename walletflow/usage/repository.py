@@ -22,10 +22,18 @@ usage_events = UsageEvent.__table__
 usage_costs = UsageCost.__table__
 
 Outcome = tuple[str, int, uuid.UUID | None]
-async def ingest_function(hot: HotPath, payload: str, now: dt.datetime) -> list[Outcome]:
-    """PostgreSQL: the whole batch in one ``wf_ingest`` statement (migration 0004)."""
+#: ``wf_ingest_optimistic`` (migration 0021) writes a batch before locking its wallets and then
+#: checks its plan; ``wf_ingest`` (0004, 0017) locks first. Same rules, same answers.
+OPTIMISTIC, LOCKED = "wf_ingest_optimistic", "wf_ingest"
+
+
+async def ingest_function(hot: HotPath, payload: str, now: dt.datetime, function: str = OPTIMISTIC) -> list[Outcome]:
+    """PostgreSQL: the whole batch in one statement. ``OPTIMISTIC`` raises
+    ``asyncpg.SerializationError`` (and writes nothing) when a concurrent write invalidated its
+    plan; ``LOCKED`` cannot."""
+    assert function in (OPTIMISTIC, LOCKED)
     rows = await hot.fetch(
-        "SELECT idx, outcome, amount, transaction_id FROM wf_ingest($1::text::jsonb, $2) ORDER BY idx", payload, now
+        f"SELECT idx, outcome, amount, transaction_id FROM {function}($1::text::jsonb, $2) ORDER BY idx", payload, now
     )
     return [(r["outcome"], r["amount"], r["transaction_id"]) for r in rows]
 

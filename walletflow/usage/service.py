@@ -6,8 +6,9 @@ transaction), a short balance is ``insufficient_funds``. Only priced events that
 ``debited``; their event row, vendor costs and ledger transaction commit together, so an event id
 is never claimed without its debit (and never debited twice, however often the batch is retried).
 
-The write is one transaction per batch: one ``wf_ingest`` statement on PostgreSQL, the same rules
-in Python on SQLite.
+The write is one transaction per batch: one statement on PostgreSQL (``wf_ingest_optimistic``,
+which writes before it locks the wallets and checks its plan after; ``wf_ingest``, which locks
+first, when that plan went stale), the same rules in Python on SQLite.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class Usage:
         self.catalog = catalog
         self.clock = clock
         self._server_side = engine.dialect.name == "postgresql"
+        #: Batches whose unlocked plan went stale and were planned again under the locks.
+        self.replanned = 0
 
     async def ingest(self, raw_events: Sequence[EventIn | dict[str, Any]]) -> list[EventResult]:
         """Price and debit a batch; one result per event, in order."""
@@ -113,16 +116,27 @@ class Usage:
     async def _write(self, events: list[PricedEvent], now: dt.datetime) -> list[tuple[str, int, uuid.UUID | None]]:
         # A unique violation means a concurrent batch stored one of these events first (through a
         # wallet this batch did not lock); the whole batch rolled back, and a rerun reports it
-        # as a duplicate.
+        # as a duplicate. A deadlock (a batch writing before it locks, another locked and
+        # waiting on one of its event ids) also rolled the batch back: run it again.
         for attempt in range(3):
             try:
                 if self._server_side:
-                    return await repo.ingest_function(hot_path(self.engine), _payload(events), now)
+                    return await self._write_server_side(_payload(events), now)
                 return await in_transaction(self.engine, lambda conn: repo.ingest_in_python(conn, events, now))
-            except (IntegrityError, asyncpg.UniqueViolationError):
+            except (IntegrityError, asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    async def _write_server_side(self, payload: str, now: dt.datetime) -> list[tuple[str, int, uuid.UUID | None]]:
+        hot = hot_path(self.engine)
+        try:
+            return await repo.ingest_function(hot, payload, now, repo.OPTIMISTIC)
+        except asyncpg.SerializationError:
+            # A concurrent write changed a wallet or grant after this batch was planned (it wrote
+            # nothing): plan it again under the wallet locks.
+            self.replanned += 1
+            return await repo.ingest_function(hot, payload, now, repo.LOCKED)
 
 
 def capture_recorder(event: CaptureEventIn, received_at: dt.datetime) -> Callable[[AsyncConnection, HoldInfo], Awaitable[None]]:

@@ -21,13 +21,15 @@ On PostgreSQL this revision:
   triggers refuse to delete ledger transactions. ``Ledger.audit()`` now also reports entries
   whose transaction or account does not exist (``orphan_entries``), so a bug that wrote one
   would be found by the scheduled reconciliation instead of by a constraint;
+- drops ``ix_ledger_entries_grant_id``, which no query uses (entries are read by transaction
+  and by account; what a debit drew is read with its transaction), on both databases;
 - turns the three timestamp indexes into BRIN indexes. Their readers ask for ranges (settlement
   periods by ``created_at`` / ``received_at``, margins by ``occurred_at``), which BRIN answers,
   and the columns grow with time (``occurred_at`` roughly: events arrive late by minutes, not
   months), so BRIN stays selective at a fraction of a b-tree's insert cost.
 
-SQLite keeps its schema: it is the single-writer development database, where these costs do
-not matter. Downgrade restores the constraints and b-tree indexes.
+SQLite otherwise keeps its schema: it is the single-writer development database, where these
+costs do not matter. Downgrade restores the constraints and b-tree indexes.
 """
 
 from alembic import op
@@ -52,7 +54,12 @@ TIME_INDEXES = (
 )
 
 
+#: An index no query uses; every entry paid for it.
+UNUSED_INDEX = ("ix_ledger_entries_grant_id", "ledger_entries", "grant_id")
+
+
 def upgrade() -> None:
+    op.drop_index(UNUSED_INDEX[0], table_name=UNUSED_INDEX[1])
     if op.get_bind().dialect.name != "postgresql":
         return
     for table, constraint, _, _ in FOREIGN_KEYS:
@@ -63,6 +70,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.create_index(UNUSED_INDEX[0], UNUSED_INDEX[1], [UNUSED_INDEX[2]])
     if op.get_bind().dialect.name != "postgresql":
         return
     for index, table, column in TIME_INDEXES:
