@@ -46,7 +46,16 @@ depends_on = None
 WF_INGEST_OPTIMISTIC = r"""
 CREATE OR REPLACE FUNCTION wf_ingest_optimistic(p_events jsonb, p_now timestamptz)
 RETURNS TABLE (idx int, outcome text, amount bigint, transaction_id uuid)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Every table this function reads or changes is reached by key (a wallet, a grant, an event id):
+-- with statistics that lag behind (autovacuum late or off, tables full of superseded row
+-- versions) the planner took sequential scans of every account and grant, under the locks.
+-- Join methods are switched off below for the locked part alone; declared here so that the
+-- caller's settings come back when the function returns.
+SET enable_seqscan = off
+SET enable_hashjoin = on
+SET enable_mergejoin = on
+AS $$
 DECLARE
     -- the results, per event
     r_idx int[];
@@ -89,8 +98,9 @@ BEGIN
         SELECT ev.*, a.id AS account_id, a.posted - a.held + a.overdraft_limit AS spendable,
                c.status = 'frozen' AS frozen
           FROM ev
-          JOIN accounts a ON a.customer_id = ev.customer_id AND a.asset = ev.asset
-          JOIN customers c ON c.id = ev.customer_id
+          CROSS JOIN LATERAL (SELECT ac.id, ac.posted, ac.held, ac.overdraft_limit FROM accounts ac
+                               WHERE ac.customer_id = ev.customer_id AND ac.asset = ev.asset LIMIT 1) a
+          CROSS JOIN LATERAL (SELECT cu.status FROM customers cu WHERE cu.id = ev.customer_id LIMIT 1) c
          WHERE NOT EXISTS (SELECT 1 FROM dup WHERE dup.idx = ev.idx)
     ),
     ranked AS (
@@ -205,6 +215,10 @@ BEGIN
            (SELECT array_agg(g.grant_id) AS g, array_agg(g.total) AS t FROM grant_totals g) gg;
 
     IF w_account IS NOT NULL THEN
+        -- From here on every join is one key probe per wallet or grant: nested loops only (a hash
+        -- or merge join read whole indexes of accounts and grants, every superseded row version
+        -- included, while holding the locks).
+        PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
         PERFORM 1 FROM accounts a WHERE a.id = ANY(w_account) ORDER BY a.id FOR UPDATE;
 
         WITH expired AS (
@@ -222,7 +236,7 @@ BEGIN
           FROM unnest(w_account, w_total, w_strict, w_spendable, w_frozen) AS w(account_id, total, strict, spendable, frozen)
           CROSS JOIN LATERAL (SELECT ac.posted - ac.held + ac.overdraft_limit AS spendable, c.status = 'frozen' AS frozen
                                 FROM accounts ac JOIN customers c ON c.id = ac.customer_id
-                               WHERE ac.id = w.account_id) now_
+                               WHERE ac.id = w.account_id LIMIT 1) now_
          WHERE now_.frozen IS DISTINCT FROM w.frozen
             OR now_.spendable < w.total
             OR (w.strict AND now_.spendable <> w.spendable);
