@@ -5,10 +5,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+import walletflow
 from walletflow.observability.logs import RedactSecrets, json_formatter, setup_logging
 
 SECRETS = [
@@ -64,6 +67,16 @@ def test_ids_that_are_not_secrets_are_kept(captured: io.StringIO) -> None:
     """Ids are what an operator searches logs for: only secrets go."""
     logging.getLogger("walletflow.test.logs").info("paid pi_3PqRsT1234567890 for cus_Abc123 top-up topup-42 key wf_admin")
     assert lines(captured)[0]["message"] == "paid pi_3PqRsT1234567890 for cus_Abc123 top-up topup-42 key wf_admin"
+
+
+def test_the_database_functions_the_code_calls_keep_their_names_in_logs(captured: io.StringIO) -> None:
+    """A database error names its function: ``wf_ingest_optimistic`` looked like an ingest key
+    and was blanked out of every log line (renamed in migration 0022)."""
+    source = "\n".join(p.read_text() for p in Path(walletflow.__file__).parent.rglob("*.py") if "migrations" not in p.parts)
+    names = sorted(set(re.findall(r"\b(wf_[a-z]+(?:_[a-z]+)*)\b", source)))
+    assert "wf_optimistic_ingest" in names and "wf_debit_many" in names
+    logging.getLogger("walletflow.test.logs").info(" ".join(names))
+    assert lines(captured)[0]["message"] == " ".join(names)
 
 
 def test_setup_logging_sends_every_logger_to_one_redacting_json_handler(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,4 @@
-"""``wf_ingest_optimistic`` (migration 0021): a usage batch planned and written before its wallets
+"""``wf_optimistic_ingest`` (migrations 0021, 0022): a usage batch planned and written before its wallets
 are locked is kept only if its plan still holds once they are; otherwise it is rolled back and
 planned again under the locks (``wf_ingest``), and the caller sees the answer a locked run gives.
 

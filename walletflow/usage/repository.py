@@ -22,9 +22,9 @@ usage_events = UsageEvent.__table__
 usage_costs = UsageCost.__table__
 
 Outcome = tuple[str, int, uuid.UUID | None]
-#: ``wf_ingest_optimistic`` (migration 0021) writes a batch before locking its wallets and then
+#: ``wf_optimistic_ingest`` (migrations 0021, 0022) writes a batch before locking its wallets and then
 #: checks its plan; ``wf_ingest`` (0004, 0017) locks first. Same rules, same answers.
-OPTIMISTIC, LOCKED = "wf_ingest_optimistic", "wf_ingest"
+OPTIMISTIC, LOCKED = "wf_optimistic_ingest", "wf_ingest"
 
 
 async def ingest_function(hot: HotPath, payload: str, now: dt.datetime, function: str = OPTIMISTIC) -> list[Outcome]:

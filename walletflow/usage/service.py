@@ -6,7 +6,7 @@ transaction), a short balance is ``insufficient_funds``. Only priced events that
 ``debited``; their event row, vendor costs and ledger transaction commit together, so an event id
 is never claimed without its debit (and never debited twice, however often the batch is retried).
 
-The write is one transaction per batch: one statement on PostgreSQL (``wf_ingest_optimistic``,
+The write is one transaction per batch: one statement on PostgreSQL (``wf_optimistic_ingest``,
 which writes before it locks the wallets and checks its plan after; ``wf_ingest``, which locks
 first, when that plan went stale), the same rules in Python on SQLite.
 """
