@@ -55,7 +55,7 @@ async def test_a_worker_serves_its_metrics_and_logs_json_without_secrets(stack: 
         worker.send_signal(signal.SIGTERM)
         await asyncio.wait_for(worker.wait(), 60)
         await collecting
-    assert worker.returncode == 0
+    assert worker.returncode == 0, "".join(err[-30:])  # how it ended, if it did not end cleanly
 
     # This process carried exactly one top-up: its counters say so.
     assert value(scraped, 'walletflow_activity_duration_seconds_count{activity="topup.credit",outcome="ok"}') == 1
