@@ -31,9 +31,9 @@ from pydantic import ValidationError as PydanticValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from walletflow.api.deps import contains_nul, idempotency_key
-from walletflow.api.problems import problem, problem_for_exception
+from walletflow.api.problems import problem_for_exception
 from walletflow.api.routers.authorizations import AuthorizationIn, AuthorizationOut
-from walletflow.errors import ValidationError, WalletflowError
+from walletflow.errors import ValidationError
 from walletflow.observability import metrics
 from walletflow.usage.schemas import MAX_BATCH, EventIn
 
@@ -52,8 +52,7 @@ class FastPost(ABC):
         self.app = app
         #: Requests this middleware answered itself (the rest went on to the app).
         self.answered = 0
-        route = type("Route", (), {"path_format": self.path})  # what RequestMetrics labels by
-        self._route = route
+        self._route = type("Route", (), {"path_format": self.path})  # what RequestMetrics labels by
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
@@ -68,10 +67,7 @@ class FastPost(ABC):
         scope["route"] = self._route
         try:
             status, payload = await answer()
-        except WalletflowError as exc:  # answered as the app's handlers would
-            await problem(exc.status, exc.code, exc.title, exc.detail, **exc.extra)(scope, _replay(b""), send)
-            return
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - answered as the app's handlers would
             await problem_for_exception(exc, "POST", self.path)(scope, _replay(b""), send)
             return
         await send({
@@ -132,8 +128,8 @@ class FastAuthorizations(FastPost):
 class FastEvents(FastPost):
     """``POST /v1/events`` when every event in the batch is valid: the body is validated straight
     from its JSON bytes (pydantic-core's parser, no intermediate dicts) and the results, plain
-    tuples, written by orjson in ``EventResult``'s shape. A batch with any invalid event goes to the route, which reports each
-    bad event as ``rejected`` in its own result."""
+    tuples, written by orjson in ``EventResult``'s shape. A batch with any invalid event goes to
+    the route, which reports each bad event as ``rejected`` in its own result."""
 
     path = "/v1/events"
     scope_name = "ingest"

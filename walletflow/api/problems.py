@@ -62,7 +62,7 @@ def database_unavailable(exc: BaseException) -> bool:
 def install(app: FastAPI) -> None:
     @app.exception_handler(WalletflowError)
     async def _business(_: Request, exc: WalletflowError) -> JSONResponse:
-        return problem(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
+        return problem_for_error(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -84,8 +84,16 @@ def install(app: FastAPI) -> None:
         return problem_for_exception(exc, request.method, request.url.path)
 
 
+def problem_for_error(exc: WalletflowError) -> JSONResponse:
+    """A typed error as its problem: its own status, code, title and detail."""
+    return problem(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
+
+
 def problem_for_exception(exc: Exception, method: str, path: str) -> JSONResponse:
-    """The answer to an exception no handler knows: 503 for what a retry may fix, else 500."""
+    """The answer to any exception: a typed error's own problem; 503 for what a retry may fix;
+    else 500."""
+    if isinstance(exc, WalletflowError):
+        return problem_for_error(exc)
     if isinstance(exc, TRANSIENT_STRIPE_ERRORS):
         log.warning("Stripe unavailable on %s %s: %s", method, path, type(exc).__name__)
         response = problem(503, "stripe_unavailable", "Stripe unavailable",

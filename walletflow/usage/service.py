@@ -239,8 +239,6 @@ def _payload(events: list[PricedEvent]) -> str:
 
 
 def _json_default(value: object) -> str:
-    if isinstance(value, uuid.UUID):
-        return str(value)
     if isinstance(value, dt.datetime):
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
