@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
+from collections import defaultdict
 from typing import Any
 
 import httpx
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.api.conftest import fund, make_asset, make_customer, new_id, publish_product, wallet_of
+from walletflow.ledger.repository import entries as ledger_entries
 
 
 def now(offset: dt.timedelta = dt.timedelta(0)) -> str:
@@ -230,6 +235,39 @@ async def test_without_overdraft_policy_the_limit_is_ignored(client: httpx.Async
     [result] = await ingest(client, [event(customer, event_type, n=101)])
     assert (result["status"], result["amount"]) == ("insufficient_funds", 101)
     assert (await wallet_of(client, customer, usd))["posted"] == 100
+
+
+async def test_debits_of_one_batch_draw_the_wallets_grants_in_consumption_order(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """Several debits of one wallet in one batch share its grants: each takes the next slice."""
+    usd, customer, event_type = await setup(client, 0)
+    grants = {}
+    for name, amount, priority in (("second", 50, 2), ("first", 30, 1), ("third", 40, 3)):
+        response = await client.post(f"/v1/customers/{customer}/adjustments", json={
+            "idempotency_key": new_id("grant"), "asset": usd, "amount": amount, "reason": "gift",
+            "priority": priority})
+        assert response.status_code == 201, response.text
+        grants[response.json()["grant_id"]] = name
+
+    results = await ingest(client, [event(customer, event_type, n=n) for n in (20, 25, 30, 200, 10)])
+    assert outcomes(results) == [("debited", 20), ("debited", 25), ("debited", 30), ("insufficient_funds", 200),
+                                 ("debited", 10)]
+    async with engine.connect() as conn:
+        rows = (await conn.execute(
+            select(ledger_entries.c.transaction_id, ledger_entries.c.grant_id, ledger_entries.c.amount)
+            .where(ledger_entries.c.transaction_id.in_([uuid.UUID(r["transaction_id"]) for r in results
+                                                       if r["transaction_id"]]),
+                   ledger_entries.c.amount < 0)
+        )).all()
+    draws: dict[str, set[tuple[str, int]]] = defaultdict(set)
+    for tx, grant, amount in rows:
+        draws[str(tx)].add((grants[str(grant)], -amount))
+    assert [draws[r["transaction_id"]] for r in results if r["transaction_id"]] == [
+        {("first", 20)}, {("first", 10), ("second", 15)}, {("second", 30)}, {("second", 5), ("third", 5)},
+    ]
+    remaining = (await client.get(f"/v1/customers/{customer}/grants")).json()["data"]
+    assert sorted((grants[g["id"]], g["remaining"]) for g in remaining) == [("first", 0), ("second", 0), ("third", 35)]
 
 
 async def test_frozen_wallet_rejects_events_until_unfrozen(client: httpx.AsyncClient) -> None:

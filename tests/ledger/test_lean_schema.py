@@ -36,7 +36,7 @@ async def test_the_hot_append_only_tables_have_no_foreign_keys_and_brin_time_ind
             (row.table, row.name) for row in await conn.execute(text(
                 "SELECT conrelid::regclass::text AS table, conname AS name FROM pg_constraint "
                 "WHERE contype = 'f' AND conrelid::regclass::text IN "
-                "('ledger_entries', 'usage_events', 'usage_costs')"
+                "('ledger_entries', 'usage_events')"
             ))
         }
         methods = dict((await conn.execute(text(

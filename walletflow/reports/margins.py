@@ -25,12 +25,11 @@ from walletflow.catalog.service import rates
 from walletflow.errors import NotFound, ValidationError
 from walletflow.ledger import repository as ledger_repo
 from walletflow.pricing.engine import round_minor
-from walletflow.usage.models import UsageCost, UsageEvent
+from walletflow.usage.models import UsageEvent
 
 GroupBy = Literal["customer", "product", "vendor"]
 NO_VENDOR = "(none)"
 events_t = UsageEvent.__table__
-costs_t = UsageCost.__table__
 
 
 @dataclass
@@ -100,29 +99,13 @@ async def margins(
         in_period = (events_t.c.occurred_at >= start) & (events_t.c.occurred_at < end)
         events = (
             await conn.execute(
-                select(events_t.c.id, events_t.c.customer_id, events_t.c.product_code, events_t.c.asset,
-                       events_t.c.amount, events_t.c.occurred_at).where(in_period)
-            )
-        ).all()
-        cost_rows = (
-            await conn.execute(
-                select(costs_t.c.usage_event_id, costs_t.c.vendor, costs_t.c.asset, costs_t.c.amount)
-                .join(events_t, events_t.c.id == costs_t.c.usage_event_id)
-                .where(in_period)
+                select(events_t.c.customer_id, events_t.c.product_code, events_t.c.asset,
+                       events_t.c.amount, events_t.c.occurred_at, events_t.c.costs).where(in_period)
             )
         ).all()
 
     convert = _Converter(currency, scales, rate_rows)
     unconverted: dict[str, int] = defaultdict(int)
-    costs_by_event: dict[int, list[tuple[str, Decimal]]] = defaultdict(list)
-    when = {e.id: e.occurred_at for e in events}
-    for c in cost_rows:
-        value = convert(c.asset, c.amount, when[c.usage_event_id])
-        if value is None:
-            unconverted[c.asset] += c.amount
-        else:
-            costs_by_event[c.usage_event_id].append((c.vendor, value))
-
     revenue: dict[str, Decimal] = defaultdict(Decimal)
     cost: dict[str, Decimal] = defaultdict(Decimal)
     for e in events:
@@ -130,7 +113,13 @@ async def margins(
         if earned is None:
             unconverted[e.asset] += e.amount
             earned = Decimal(0)
-        event_costs = costs_by_event.get(e.id, [])
+        event_costs: list[tuple[str, Decimal]] = []
+        for c in e.costs or []:
+            value = convert(c["asset"], c["amount"], e.occurred_at)
+            if value is None:
+                unconverted[c["asset"]] += c["amount"]
+            else:
+                event_costs.append((c["vendor"], value))
         if group_by == "vendor":
             total_cost = sum((v for _, v in event_costs), Decimal(0))
             if not event_costs or total_cost == 0:

@@ -19,8 +19,8 @@ from walletflow.ledger.models import Json
 
 
 class UsageEvent(Base):
-    """One priced usage event. On PostgreSQL the foreign keys of this table and of
-    ``usage_costs`` are not enforced row by row and the time indexes are BRIN (migration 0020)."""
+    """One priced usage event. On PostgreSQL its foreign key is not enforced row by row and the
+    time indexes are BRIN (migration 0020)."""
 
     __tablename__ = "usage_events"
 
@@ -38,21 +38,13 @@ class UsageEvent(Base):
     amount: Mapped[int] = mapped_column(Money)
     transaction_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     data: Mapped[dict[str, Any]] = mapped_column(Json)
+    #: The vendors' costs behind the event (e.g. the model provider's charge), for margins:
+    #: ``[{"vendor", "asset", "amount" (minor units of asset)}]``, or ``None``. A column rather
+    #: than rows of their own since migration 0023: one row fewer per event on the hot path.
+    costs: Mapped[list[dict[str, Any]] | None] = mapped_column(Json, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("customer_id", "event_id", name="uq_usage_events_customer_event"),
         Index("ix_usage_events_occurred_at", "occurred_at"),
     )
 
-
-class UsageCost(Base):
-    """A vendor's cost behind one event (e.g. the model provider's charge), for margins."""
-
-    __tablename__ = "usage_costs"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    usage_event_id: Mapped[int] = mapped_column(ForeignKey("usage_events.id"), index=True)
-    vendor: Mapped[str] = mapped_column(String(100))
-    asset: Mapped[str] = mapped_column(String(16))
-    #: Cost in minor units of ``asset``.
-    amount: Mapped[int] = mapped_column(Money)

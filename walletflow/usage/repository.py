@@ -15,11 +15,10 @@ from walletflow.errors import InsufficientFunds
 from walletflow.ledger import postings
 from walletflow.ledger import repository as ledger_repo
 from walletflow.usage.keys import event_key, usage_hash, usage_metadata
-from walletflow.usage.models import UsageCost, UsageEvent
+from walletflow.usage.models import UsageEvent
 from walletflow.usage.schemas import CostIn, PricedEvent
 
 usage_events = UsageEvent.__table__
-usage_costs = UsageCost.__table__
 
 Outcome = tuple[str, int, uuid.UUID | None]
 #: ``wf_optimistic_ingest`` (migrations 0021, 0022) writes a batch before locking its wallets and then
@@ -85,11 +84,6 @@ async def ingest_in_python(conn: AsyncConnection, events: list[PricedEvent], now
 
 
 async def insert_event(conn: AsyncConnection, values: dict[str, Any], costs: Sequence[CostIn]) -> None:
-    """Store one usage event and its vendor costs."""
-    result = await conn.execute(insert(usage_events).values(**values))
-    if costs:
-        row_id = result.inserted_primary_key[0]
-        await conn.execute(
-            insert(usage_costs),
-            [{"usage_event_id": row_id, "vendor": c.vendor, "asset": c.asset, "amount": c.amount} for c in costs],
-        )
+    """Store one usage event with its vendor costs (``wf_ingest`` writes them the same way)."""
+    stored = [{"vendor": c.vendor, "asset": c.asset, "amount": c.amount} for c in costs] or None
+    await conn.execute(insert(usage_events).values(**values, costs=stored))
