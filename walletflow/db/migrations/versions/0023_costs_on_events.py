@@ -61,7 +61,9 @@ _SLICES_PER_DEBIT = """    slices AS (
 # Each wallet's spendable grants in consumption order, each with the slice of the wallet's grant
 # total it covers; a debit covering [debit_start, running) of its wallet's spending draws from
 # every grant whose slice overlaps that range (and the rest, beyond the total, from overdraft).
-_SLICES_PER_WALLET = """    wallet_grants AS (
+# MATERIALIZED: referenced once, the CTE would be inlined, and a nested loop over the debits then
+# ranked every wallet's grants again for each debit (seconds per batch under concurrent batches).
+_SLICES_PER_WALLET = """    wallet_grants AS MATERIALIZED (
         SELECT w.account_id, s.grant_id, s.slice_start, s.slice_end, s.total
           FROM (SELECT DISTINCT d.account_id FROM debits d) w
           CROSS JOIN LATERAL (
