@@ -83,7 +83,12 @@ async def ingest_in_python(conn: AsyncConnection, events: list[PricedEvent], now
     return outcomes
 
 
+def stored_costs(costs: Sequence[CostIn] | None) -> list[dict[str, Any]] | None:
+    """An event's vendor costs as ``usage_events.costs`` keeps them (``None``: no costs); the
+    batch payload of ``wf_ingest`` carries them in this shape too."""
+    return [{"vendor": c.vendor, "asset": c.asset, "amount": c.amount} for c in costs] if costs else None
+
+
 async def insert_event(conn: AsyncConnection, values: dict[str, Any], costs: Sequence[CostIn]) -> None:
-    """Store one usage event with its vendor costs (``wf_ingest`` writes them the same way)."""
-    stored = [{"vendor": c.vendor, "asset": c.asset, "amount": c.amount} for c in costs] or None
-    await conn.execute(insert(usage_events).values(**values, costs=stored))
+    """Store one usage event with its vendor costs."""
+    await conn.execute(insert(usage_events).values(**values, costs=stored_costs(costs)))

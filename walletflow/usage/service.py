@@ -228,8 +228,7 @@ def _payload(events: list[PricedEvent]) -> str:
         {"idx": p.index, "customer_id": str(p.customer_id), "event_id": p.event.id,
          "event_type": p.event.event_type, "occurred_at": p.occurred_at, "asset": p.asset,
          "amount": p.amount, "product_code": p.product_code, "version": p.version, "data": p.event.data,
-         "costs": [{"vendor": c.vendor, "asset": c.asset, "amount": c.amount} for c in p.event.costs]
-         if p.event.costs else None}
+         "costs": repo.stored_costs(p.event.costs)}
         for p in events
     ]
     try:
