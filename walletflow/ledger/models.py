@@ -27,6 +27,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from walletflow.db.base import Base
 from walletflow.db.types import BigId, Money, UTCDateTime, utcnow
+from walletflow.ledger.ids import time_ordered_id
 
 Json = JSON().with_variant(JSONB(), "postgresql")
 
@@ -119,7 +120,7 @@ class LedgerTransaction(Base):
 
     __tablename__ = "ledger_transactions"
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=time_ordered_id)
     kind: Mapped[str] = mapped_column(String(32))
     idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
     #: SHA-256 of the canonical request, to tell a retry from a reused key.
@@ -187,7 +188,7 @@ class Hold(Base):
 
     __tablename__ = "holds"
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=time_ordered_id)
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), index=True)
     #: Reserved amount, in minor units.
     amount: Mapped[int] = mapped_column(Money)

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from walletflow.errors import InsufficientFunds
 from walletflow.ledger import repository as repo
+from walletflow.ledger.ids import time_ordered_id
 from walletflow.ledger.rules import allocate_draws
 from walletflow.ledger.schemas import Draw
 
@@ -84,7 +85,7 @@ async def post_credit(
         await repo.insert_grant(conn, {**grant, **values})
     else:
         await repo.update_grant(conn, grant["id"], **values)
-    tx_id = uuid.uuid4()
+    tx_id = time_ordered_id()
     await repo.insert_transaction(
         conn, tx_id=tx_id, kind=kind, key=grant["idempotency_key"], request_hash=grant["request_hash"],
         metadata=grant["metadata"], now=now,
@@ -110,7 +111,7 @@ async def post_spend(
     grants = await repo.spendable_grants(conn, account.id, now)
     draws = allocate_draws([(g.id, g.remaining) for g in grants], amount)
     await repo.take_from_grants(conn, draws)
-    tx_id = uuid.uuid4()
+    tx_id = time_ordered_id()
     lines = [(account.id, account.asset, -d.amount, d.grant_id) for d in draws]
     lines.append((counter_id, account.asset, amount, None))
     await repo.insert_transaction(

@@ -49,6 +49,7 @@ from walletflow.ledger.batching import (
     PendingHold,
     group_writer,
 )
+from walletflow.ledger.ids import time_ordered_id
 from walletflow.ledger.postings import (
     ADJUSTMENTS,
     BREAKAGE,
@@ -526,10 +527,10 @@ class Ledger:
         def call() -> Awaitable[Record]:
             return repo.debit_function(
                 hot_path(self.engine), customer_id, asset, amount, key, digest, kind, counter, metadata,
-                self.clock(), uuid.uuid4(),
+                self.clock(), time_ordered_id(),
             )
 
-        pending = PendingDebit(customer_id, asset, amount, key, digest, kind, counter, metadata, uuid.uuid4())
+        pending = PendingDebit(customer_id, asset, amount, key, digest, kind, counter, metadata, time_ordered_id())
         row = await self._grouped(DEBIT_GROUPS, pending, call, counter=counter)
         draws = tuple(Draw(uuid.UUID(g) if g else None, n) for g, n in row["draws"])
         return Posting(row["transaction_id"], key, amount, row["outcome"] == "replayed", draws=draws)
@@ -636,7 +637,7 @@ class Ledger:
                 raise WalletFrozen(f"wallet of customer {customer_id} is frozen")
             account = await postings.ensure_spendable_now(conn, account, amount, now)
             hold = {
-                "id": uuid.uuid4(), "account_id": account_id, "amount": amount, "status": "pending",
+                "id": time_ordered_id(), "account_id": account_id, "amount": amount, "status": "pending",
                 "idempotency_key": idempotency_key, "request_hash": digest,
                 "expires_at": now + dt.timedelta(seconds=ttl_s), "metadata": metadata, "created_at": now,
             }
@@ -660,7 +661,7 @@ class Ledger:
         statement. Like a debit, it goes with the holds that arrive alongside it
         (``wf_authorize_many``, :mod:`walletflow.ledger.batching`), alone when that group could
         not settle it."""
-        hold_id, now = uuid.uuid4(), self.clock()
+        hold_id, now = time_ordered_id(), self.clock()
         expires_at = now + dt.timedelta(seconds=ttl_s)
 
         def call() -> Awaitable[Record]:
@@ -831,7 +832,7 @@ class Ledger:
             breakage_id = await self._system_account(conn, BREAKAGE, account.asset)
             digest = request_hash("expire_grant", grant_id=grant_id, amount=amount)
             await repo.update_grant(conn, grant_id, remaining=grant.remaining - amount)
-            tx_id = uuid.uuid4()
+            tx_id = time_ordered_id()
             await repo.insert_transaction(
                 conn, tx_id=tx_id, kind="grant_expiry", key=key, request_hash=digest,
                 metadata={"grant_id": str(grant_id)}, now=now,

@@ -1,0 +1,71 @@
+"""Migration 0024 (time-ordered transaction ids in the usage batch functions, wallets locked with a
+join) goes up and back down to exactly the functions 0023 left; on SQLite it changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from alembic import command
+from sqlalchemy import text
+
+from tests.db import BACKENDS, create_postgres_database, drop_postgres_database, sqlite_url
+from walletflow.db.engine import create_engine, dispose
+from walletflow.db.migrate import alembic_config, upgrade_async
+
+FUNCTIONS = ("wf_ingest", "wf_optimistic_ingest", "wf_lock_wallets")
+
+
+@pytest_asyncio.fixture(params=BACKENDS, loop_scope="session")
+async def url_at_0023(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    url = await create_postgres_database() if request.param == "postgresql" else sqlite_url(tmp_path)
+    try:
+        await upgrade_async(url, "0023")
+        yield url
+    finally:
+        if request.param == "postgresql":
+            await drop_postgres_database(url)
+
+
+async def _state(url: str) -> tuple[str, dict[str, str]]:
+    """The revision, and on PostgreSQL the definitions of the functions 0024 touches (and its own)."""
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            revision = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
+            if engine.dialect.name != "postgresql":
+                return revision, {}
+            rows = await conn.execute(text(
+                "SELECT proname, pg_get_functiondef(oid) FROM pg_proc "
+                "WHERE proname IN ('wf_ingest', 'wf_optimistic_ingest', 'wf_lock_wallets', 'wf_time_ordered_id_prefix')"
+            ))
+            return revision, {name: definition for name, definition in rows}
+    finally:
+        await dispose(engine)
+
+
+async def test_0024_round_trip(url_at_0023: str) -> None:
+    revision, before = await _state(url_at_0023)
+    assert revision == "0023"
+
+    await upgrade_async(url_at_0023, "0024")
+    revision, after = await _state(url_at_0023)
+    assert revision == "0024"
+    if before:
+        assert set(after) == {*FUNCTIONS, "wf_time_ordered_id_prefix"}
+        for name in ("wf_ingest", "wf_optimistic_ingest"):
+            assert "gen_random_uuid() AS tx_id" in before[name]
+            assert "gen_random_uuid() AS tx_id" not in after[name]
+            assert "wf_time_ordered_id_prefix()" in after[name]
+        for name in ("wf_optimistic_ingest", "wf_lock_wallets"):
+            assert "WHERE a.id = ANY(" in before[name] and "WHERE a.id = ANY(" not in after[name]
+            assert "JOIN accounts a ON a.id = w.id" in after[name]
+
+    await asyncio.to_thread(command.downgrade, alembic_config(url_at_0023), "0023")
+    assert await _state(url_at_0023) == ("0023", before)
+
+    await upgrade_async(url_at_0023, "0024")
+    assert await _state(url_at_0023) == ("0024", after)
