@@ -1,5 +1,8 @@
-"""Migration 0024 (time-ordered transaction ids in the usage batch functions, wallets locked with a
-join) goes up and back down to exactly the functions 0023 left; on SQLite it changes nothing."""
+"""The hot-path migrations that change only PostgreSQL objects go up and back down to exactly what
+the revision before left; on SQLite they change nothing.
+
+- 0024: time-ordered transaction ids in the usage batch functions, wallets locked with a join;
+- 0025: ``fillfactor`` on the hot-updated tables, no bitmap scans in the usage batch functions."""
 
 from __future__ import annotations
 
@@ -31,7 +34,8 @@ async def url_at_0023(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
 
 
 async def _state(url: str) -> tuple[str, dict[str, str]]:
-    """The revision, and on PostgreSQL the definitions of the functions 0024 touches (and its own)."""
+    """The revision, and on PostgreSQL the definitions of the functions these revisions touch (with
+    their settings) and the storage options of the hot tables."""
     engine = create_engine(url)
     try:
         async with engine.connect() as conn:
@@ -42,7 +46,12 @@ async def _state(url: str) -> tuple[str, dict[str, str]]:
                 "SELECT proname, pg_get_functiondef(oid) FROM pg_proc "
                 "WHERE proname IN ('wf_ingest', 'wf_optimistic_ingest', 'wf_lock_wallets', 'wf_time_ordered_id_prefix')"
             ))
-            return revision, {name: definition for name, definition in rows}
+            state = {name: definition for name, definition in rows}
+            tables = await conn.execute(text(
+                "SELECT relname, coalesce(array_to_string(reloptions, ','), '') FROM pg_class "
+                "WHERE relname IN ('accounts', 'credit_grants') AND relkind = 'r'"
+            ))
+            return revision, state | {f"table {name}": options for name, options in tables}
     finally:
         await dispose(engine)
 
@@ -55,7 +64,7 @@ async def test_0024_round_trip(url_at_0023: str) -> None:
     revision, after = await _state(url_at_0023)
     assert revision == "0024"
     if before:
-        assert set(after) == {*FUNCTIONS, "wf_time_ordered_id_prefix"}
+        assert set(after) == {*FUNCTIONS, "wf_time_ordered_id_prefix", "table accounts", "table credit_grants"}
         for name in ("wf_ingest", "wf_optimistic_ingest"):
             assert "gen_random_uuid() AS tx_id" in before[name]
             assert "gen_random_uuid() AS tx_id" not in after[name]
@@ -69,3 +78,23 @@ async def test_0024_round_trip(url_at_0023: str) -> None:
 
     await upgrade_async(url_at_0023, "0024")
     assert await _state(url_at_0023) == ("0024", after)
+
+
+async def test_0025_round_trip(url_at_0023: str) -> None:
+    await upgrade_async(url_at_0023, "0024")
+    revision, before = await _state(url_at_0023)
+
+    await upgrade_async(url_at_0023, "0025")
+    revision, after = await _state(url_at_0023)
+    assert revision == "0025"
+    if before:
+        assert (before["table accounts"], before["table credit_grants"]) == ("", "")
+        assert (after["table accounts"], after["table credit_grants"]) == ("fillfactor=50", "fillfactor=50")
+        for name in ("wf_ingest", "wf_optimistic_ingest"):
+            assert "enable_bitmapscan" not in before[name]
+            assert "SET enable_bitmapscan TO 'off'" in after[name]
+            assert after[name].replace(" SET enable_bitmapscan TO 'off'\n", "") == before[name]
+        assert after["wf_lock_wallets"] == before["wf_lock_wallets"]
+
+    await asyncio.to_thread(command.downgrade, alembic_config(url_at_0023), "0024")
+    assert await _state(url_at_0023) == ("0024", before)
