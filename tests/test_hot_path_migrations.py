@@ -2,7 +2,8 @@
 the revision before left; on SQLite they change nothing.
 
 - 0024: time-ordered transaction ids in the usage batch functions, wallets locked with a join;
-- 0025: ``fillfactor`` on the hot-updated tables, no bitmap scans in the usage batch functions."""
+- 0025: ``fillfactor`` on the hot-updated tables, no bitmap scans in the usage batch functions;
+- 0026: no nested loops between the steps of ``wf_optimistic_ingest``'s planning statement."""
 
 from __future__ import annotations
 
@@ -98,3 +99,23 @@ async def test_0025_round_trip(url_at_0023: str) -> None:
 
     await asyncio.to_thread(command.downgrade, alembic_config(url_at_0023), "0024")
     assert await _state(url_at_0023) == ("0024", before)
+
+
+async def test_0026_round_trip(url_at_0023: str) -> None:
+    await upgrade_async(url_at_0023, "0025")
+    revision, before = await _state(url_at_0023)
+
+    await upgrade_async(url_at_0023, "0026")
+    revision, after = await _state(url_at_0023)
+    assert revision == "0026"
+    if before:
+        changed = {name for name in after if after[name] != before[name]}
+        assert changed == {"wf_optimistic_ingest"}
+        new = after["wf_optimistic_ingest"]
+        for setting in ("enable_bitmapscan TO 'off'", "enable_nestloop TO 'on'", "jit TO 'off'"):
+            assert f"SET {setting}" in new
+        assert new.count("set_config('enable_nestloop'") == 2
+        assert "JOIN usage_events u ON" in before["wf_optimistic_ingest"] and "JOIN usage_events u ON" not in new
+
+    await asyncio.to_thread(command.downgrade, alembic_config(url_at_0023), "0025")
+    assert await _state(url_at_0023) == ("0025", before)
