@@ -54,6 +54,19 @@ def sqlite_url(directory: Path) -> str:
 
 
 @asynccontextmanager
+async def database_at(revision: str, backend: str, directory: Path) -> AsyncIterator[str]:
+    """A new database of ``backend`` migrated up to ``revision`` (its URL), for migration tests;
+    a PostgreSQL one is dropped afterwards, a SQLite one lives in ``directory``."""
+    url = await create_postgres_database() if backend == "postgresql" else sqlite_url(directory)
+    try:
+        await upgrade_async(url, revision)
+        yield url
+    finally:
+        if backend == "postgresql":
+            await drop_postgres_database(url)
+
+
+@asynccontextmanager
 async def private_postgres(pool_size: int = 2) -> AsyncIterator[AsyncEngine]:
     """An engine on a migrated PostgreSQL database of its own, dropped afterwards: for tests that
     leave what the shared database must not keep (an orphan entry, tables under a lock race)."""

@@ -14,7 +14,7 @@ from alembic import command
 from sqlalchemy import Uuid, bindparam, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.db import BACKENDS, create_postgres_database, drop_postgres_database, sqlite_url
+from tests.db import BACKENDS, database_at
 from walletflow.db.engine import create_engine, dispose
 from walletflow.db.migrate import alembic_config, upgrade_async
 from walletflow.usage.repository import usage_events
@@ -25,13 +25,8 @@ COSTS = [(1, "openai", "USD", 70), (1, "pinecone", "USD", 5), (3, "anthropic", "
 
 @pytest_asyncio.fixture(params=BACKENDS, loop_scope="session")
 async def url_at_0022(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    url = await create_postgres_database() if request.param == "postgresql" else sqlite_url(tmp_path)
-    try:
-        await upgrade_async(url, "0022")
+    async with database_at("0022", request.param, tmp_path) as url:
         yield url
-    finally:
-        if request.param == "postgresql":
-            await drop_postgres_database(url)
 
 
 async def _columns(engine: AsyncEngine, table: str) -> set[str]:

@@ -23,7 +23,8 @@ from walletflow.ledger.service import Ledger
 from walletflow.usage import repository as usage_repo
 from walletflow.usage.service import Usage
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+#: The database tests share the session's event loop (the engines live there).
+database_test = pytest.mark.asyncio(loop_scope="session")
 
 
 def _millis(value: uuid.UUID) -> int:
@@ -64,9 +65,10 @@ def test_ids_are_version_7_start_with_the_millisecond_and_sort_by_it() -> None:
     varying = 0
     for value in first:
         varying |= value.int ^ first[0].int
-    assert bin(varying & ((1 << 80) - 1)).count("1") == 74
+    assert (varying & ((1 << 80) - 1)).bit_count() == 74
 
 
+@database_test
 async def test_credits_debits_holds_and_captures_get_time_ordered_ids(ledger: Ledger, usd: str, customer: uuid.UUID) -> None:
     with made_now() as window:
         credit = await ledger.credit(customer, usd, 1_000, f"c-{uuid.uuid4()}")
@@ -76,6 +78,7 @@ async def test_credits_debits_holds_and_captures_get_time_ordered_ids(ledger: Le
     window.check(credit.transaction_id, debit.transaction_id, hold.id, captured.capture_transaction_id)
 
 
+@database_test
 async def test_usage_batches_give_their_transactions_time_ordered_ids(
     engine: AsyncEngine, ledger: Ledger, usd: str, customer: uuid.UUID, backend: str
 ) -> None:
