@@ -3,7 +3,8 @@ revision before left, and up again to the same result; on SQLite they change not
 
 - 0024: time-ordered transaction ids in the usage batch functions, wallets locked with a join;
 - 0025: ``fillfactor`` on the hot-updated tables, no bitmap scans in the usage batch functions;
-- 0026: no nested loops between the steps of ``wf_optimistic_ingest``'s planning statement."""
+- 0026: no nested loops between the steps of ``wf_optimistic_ingest``'s planning statement;
+- 0027: ``wf_ingest`` locks, then runs ``wf_optimistic_ingest``; ``wf_lock_wallets`` returns its ids."""
 
 from __future__ import annotations
 
@@ -101,3 +102,12 @@ async def test_0026_round_trip(url_at_0023: str) -> None:
             assert f"SET {setting}" in new
         assert new.count("set_config('enable_nestloop'") == 2
         assert "JOIN usage_events u ON" in before["wf_optimistic_ingest"] and "JOIN usage_events u ON" not in new
+
+
+async def test_0027_round_trip(url_at_0023: str) -> None:
+    before, after = await _round_trip(url_at_0023, "0026", "0027")
+    if before:
+        assert {name for name in after if after[name] != before[name]} == {"wf_ingest", "wf_lock_wallets"}
+        assert "RETURNS void" in before["wf_lock_wallets"] and "RETURNS uuid[]" in after["wf_lock_wallets"]
+        assert "WITH RECURSIVE ev AS" in before["wf_ingest"] and "WITH RECURSIVE ev AS" not in after["wf_ingest"]
+        assert "wf_optimistic_ingest(p_events, p_now)" in after["wf_ingest"]

@@ -2,7 +2,7 @@
 estimate their sizes. When its guesses go low (they did as ``usage_events`` grew), it joined the
 batch's steps with nested loops: every debit against every wallet's grants, every event against
 every debit. Migration 0026 switches nested loops off for that statement, except for the key
-lookups that need them.
+lookups that need them; since 0027 ``wf_ingest`` runs the same statement under its locks.
 
 The test makes the planner guess one row for the batch (``jsonb_to_recordset``'s ``prorows``, in a
 database of its own), runs batches past the point where PostgreSQL switches to a generic plan, and
@@ -38,7 +38,9 @@ async def pg_engine() -> AsyncIterator[AsyncEngine]:
         yield engine
 
 
-async def test_the_planning_statement_never_joins_its_steps_with_nested_loops(pg_engine: AsyncEngine) -> None:
+@pytest.mark.parametrize("function", ["wf_optimistic_ingest", "wf_ingest"])
+async def test_the_planning_statement_never_joins_its_steps_with_nested_loops(pg_engine: AsyncEngine, function: str) -> None:
+    """Both batch functions: ``wf_ingest`` locks first, then runs the same statement (0027)."""
     ledger, asset = Ledger(pg_engine), unique_code("N")
     await ledger.create_asset(asset, "Plan credits", 0, "custom")
     customers = []
@@ -63,12 +65,12 @@ async def test_the_planning_statement_never_joins_its_steps_with_nested_loops(pg
         for batch in range(BATCHES):
             now = dt.datetime.now(dt.UTC)
             payload = orjson.dumps([
-                {"idx": i, "customer_id": str(customers[i % CUSTOMERS]), "event_id": f"plan-{batch}-{i}",
+                {"idx": i, "customer_id": str(customers[i % CUSTOMERS]), "event_id": f"plan-{function}-{batch}-{i}",
                  "event_type": "plan.tokens", "occurred_at": now, "asset": asset, "amount": 1 + i % 7,
                  "product_code": None, "version": None, "data": {}, "costs": None}
                 for i in range(EVENTS)]).decode()
             rows = await conn.fetch(
-                "SELECT idx, outcome, amount FROM wf_optimistic_ingest($1::text::jsonb, $2) ORDER BY idx", payload, now)
+                f"SELECT idx, outcome, amount FROM {function}($1::text::jsonb, $2) ORDER BY idx", payload, now)
             assert [(r["idx"], r["outcome"], r["amount"]) for r in rows] == [
                 (i, "debited", 1 + i % 7) for i in range(EVENTS)]
             debited += sum(r["amount"] for r in rows)

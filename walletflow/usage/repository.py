@@ -22,14 +22,15 @@ usage_events = UsageEvent.__table__
 
 Outcome = tuple[str, int, uuid.UUID | None]
 #: ``wf_optimistic_ingest`` (migrations 0021, 0022) writes a batch before locking its wallets and then
-#: checks its plan; ``wf_ingest`` (0004, 0017) locks first. Same rules, same answers.
+#: checks its plan; ``wf_ingest`` (0027) locks them first and then runs the same plan under the locks.
 OPTIMISTIC, LOCKED = "wf_optimistic_ingest", "wf_ingest"
 
 
 async def ingest_function(hot: HotPath, payload: str, now: dt.datetime, function: str = OPTIMISTIC) -> list[Outcome]:
     """PostgreSQL: the whole batch in one statement. ``OPTIMISTIC`` raises
     ``asyncpg.SerializationError`` (and writes nothing) when a concurrent write invalidated its
-    plan; ``LOCKED`` cannot."""
+    plan; ``LOCKED`` only if a customer was frozen or unfrozen meanwhile (a freeze does not lock
+    the wallet)."""
     assert function in (OPTIMISTIC, LOCKED)
     rows = await hot.fetch(
         f"SELECT idx, outcome, amount, transaction_id FROM {function}($1::text::jsonb, $2) ORDER BY idx", payload, now

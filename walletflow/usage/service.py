@@ -120,13 +120,16 @@ class Usage:
         # A unique violation means a concurrent batch stored one of these events first (through a
         # wallet this batch did not lock); the whole batch rolled back, and a rerun reports it
         # as a duplicate. A deadlock (a batch writing before it locks, another locked and
-        # waiting on one of its event ids) also rolled the batch back: run it again.
+        # waiting on one of its event ids) also rolled the batch back: run it again. So did a
+        # plan that went stale even under the locks (a customer frozen meanwhile: a freeze does
+        # not lock the wallet; migration 0027).
         for attempt in range(3):
             try:
                 if self._server_side:
                     return await self._write_server_side(_payload(events), now)
                 return await in_transaction(self.engine, lambda conn: repo.ingest_in_python(conn, events, now))
-            except (IntegrityError, asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
+            except (IntegrityError, asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError,
+                    asyncpg.SerializationError):
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
