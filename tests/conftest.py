@@ -9,9 +9,8 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.db import BACKENDS, create_postgres_database, drop_postgres_database, sqlite_url
+from tests.db import BACKENDS, database_at
 from walletflow.db.engine import create_engine, dispose
-from walletflow.db.migrate import upgrade_async
 from walletflow.ledger.service import Ledger
 
 pytest_plugins = ["tests.services"]
@@ -20,16 +19,8 @@ pytest_plugins = ["tests.services"]
 @pytest_asyncio.fixture(scope="session", loop_scope="session", params=BACKENDS)
 async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """A migrated, empty database of each backend, shared by the session's tests."""
-    if request.param == "postgresql":
-        url = await create_postgres_database()
-    elif request.param == "sqlite":
-        url = sqlite_url(tmp_path_factory.mktemp("sqlite"))
-    else:
-        raise ValueError(f"unknown test backend {request.param!r}")
-    await upgrade_async(url)
-    yield url
-    if request.param == "postgresql":
-        await drop_postgres_database(url)
+    async with database_at("head", request.param, tmp_path_factory.mktemp("sqlite")) as url:
+        yield url
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

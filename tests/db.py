@@ -54,10 +54,15 @@ def sqlite_url(directory: Path) -> str:
 
 
 @asynccontextmanager
-async def database_at(revision: str, backend: str, directory: Path) -> AsyncIterator[str]:
-    """A new database of ``backend`` migrated up to ``revision`` (its URL), for migration tests;
-    a PostgreSQL one is dropped afterwards, a SQLite one lives in ``directory``."""
-    url = await create_postgres_database() if backend == "postgresql" else sqlite_url(directory)
+async def database_at(revision: str, backend: str, directory: Path | None = None) -> AsyncIterator[str]:
+    """A new database of ``backend`` migrated up to ``revision`` (``"head"`` or a migration's):
+    its URL. A PostgreSQL one is dropped afterwards; a SQLite one is a file in ``directory``."""
+    if backend == "postgresql":
+        url = await create_postgres_database()
+    elif backend == "sqlite" and directory is not None:
+        url = sqlite_url(directory)
+    else:
+        raise ValueError(f"unknown test backend {backend!r} (or a SQLite one without a directory)")
     try:
         await upgrade_async(url, revision)
         yield url
@@ -70,13 +75,9 @@ async def database_at(revision: str, backend: str, directory: Path) -> AsyncIter
 async def private_postgres(pool_size: int = 2) -> AsyncIterator[AsyncEngine]:
     """An engine on a migrated PostgreSQL database of its own, dropped afterwards: for tests that
     leave what the shared database must not keep (an orphan entry, tables under a lock race)."""
-    url = await create_postgres_database()
-    try:
-        await upgrade_async(url)
+    async with database_at("head", "postgresql") as url:
         engine = create_engine(url, pool_size=pool_size, max_overflow=0)
         try:
             yield engine
         finally:
             await dispose(engine)
-    finally:
-        await drop_postgres_database(url)

@@ -38,7 +38,7 @@ class Window:
         self.start = self.end = 0
 
     def check(self, *ids: uuid.UUID | None) -> None:
-        assert ids and all(i is not None for i in ids)
+        assert ids
         for value in ids:
             assert value is not None
             assert (value.version, value.variant) == (7, uuid.RFC_4122), value

@@ -27,11 +27,10 @@ from starlette.types import Receive, Scope, Send
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from tests.db import create_postgres_database, drop_postgres_database, sqlite_url
+from tests.db import database_at
 from tests.services import free_port
 from walletflow.api.app import create_app
 from walletflow.db.engine import create_engine, dispose
-from walletflow.db.migrate import upgrade_async
 from walletflow.settings import Settings
 from walletflow.temporal_client import connect
 from walletflow.webhooks.contracts import DispatchReport, WebhookDispatchInput
@@ -167,31 +166,28 @@ async def wh(
     recharges, settlement, expiry) keep emitting platform events into the shared database, and
     a delivery test must see only the events it emitted itself."""
     backend = "postgresql" if database_url.startswith("postgresql") else "sqlite"
-    own_url = await create_postgres_database() if backend == "postgresql" else sqlite_url(tmp_path_factory.mktemp("webhooks"))
-    await upgrade_async(own_url)
-    engine = create_engine(own_url, pool_size=5) if backend == "postgresql" else create_engine(own_url)
-    settings = Settings(
-        database_url=own_url,
-        temporal_address=temporal_env.client.service_client.config.target_host,
-        task_queue=f"walletflow-webhooks-{backend}-{uuid.uuid4().hex[:6]}",
-        webhook_timeout_s=5, webhook_max_attempts=MAX_ATTEMPTS, webhook_initial_interval_s=0.2,
-        webhook_backoff_coefficient=2.0, webhook_max_interval_s=1.0,
-    )
-    client = await connect(settings)
-    app = create_app(engine, settings=settings, temporal_client=client)
-    _, admin_key = await app.state.services.keys.create("webhook-tests", "admin")
-    http = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
-        base_url="http://walletflow.test", headers={"Authorization": f"Bearer {admin_key}"},
-    )
-    try:
-        async with build_worker(client, engine, settings), http:
-            stack = WebhookStack(backend, settings, client, engine, app, http, Webhooks(engine), receivers)
-            yield stack
-    finally:
-        await dispose(engine)
-        if backend == "postgresql":
-            await drop_postgres_database(own_url)
+    async with database_at("head", backend, tmp_path_factory.mktemp("webhooks")) as own_url:
+        engine = create_engine(own_url, pool_size=5) if backend == "postgresql" else create_engine(own_url)
+        settings = Settings(
+            database_url=own_url,
+            temporal_address=temporal_env.client.service_client.config.target_host,
+            task_queue=f"walletflow-webhooks-{backend}-{uuid.uuid4().hex[:6]}",
+            webhook_timeout_s=5, webhook_max_attempts=MAX_ATTEMPTS, webhook_initial_interval_s=0.2,
+            webhook_backoff_coefficient=2.0, webhook_max_interval_s=1.0,
+        )
+        client = await connect(settings)
+        app = create_app(engine, settings=settings, temporal_client=client)
+        _, admin_key = await app.state.services.keys.create("webhook-tests", "admin")
+        http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+            base_url="http://walletflow.test", headers={"Authorization": f"Bearer {admin_key}"},
+        )
+        try:
+            async with build_worker(client, engine, settings), http:
+                stack = WebhookStack(backend, settings, client, engine, app, http, Webhooks(engine), receivers)
+                yield stack
+        finally:
+            await dispose(engine)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

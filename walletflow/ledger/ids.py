@@ -11,7 +11,8 @@ edge of each index, which stays in memory however large the ledger grows.
 The layout: 48 bits of Unix time in milliseconds, the version (7), 12 random bits, the variant,
 62 random bits. 74 random bits keep ids unguessable; ids made in the same millisecond are in no
 particular order among themselves, which nothing relies on (entries are ordered by their own
-sequence, transactions by ``created_at``). The usage batch functions make the same layout in SQL (migration 0024).
+sequence, transactions by ``created_at``). The usage batch functions make the same layout in SQL
+(migration 0024).
 """
 
 from __future__ import annotations
